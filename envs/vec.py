@@ -53,6 +53,8 @@ class VecEnv:
     single_observation_space: gym.spaces.Box
     single_action_space: gym.spaces.Discrete
     device: torch.device
+    frame_stack: int = 1
+    """How many frames each observation stacks along C (the replay stores each frame once)."""
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:

@@ -1,0 +1,116 @@
+"""The algorithms, their presets, and building an agent from a checkpoint.
+
+``ALGOS`` and ``PRESETS`` are literal registries: importing this package registers nothing
+anywhere and starts nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from typing import Any, NamedTuple
+
+import torch
+
+from agents.checkpoint import CheckpointError, load_checkpoint
+from agents.dqn import DQNAgent, DQNConfig
+from agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig
+
+
+class Algo(NamedTuple):
+    config: type
+    """the typed hyperparameter dataclass (every field becomes a CLI flag)"""
+    agent: type
+    """``agent(cfg, obs_shape, num_actions, num_envs, total_steps, device)``"""
+
+
+ALGOS: dict[str, Algo] = {
+    "ppo": Algo(PPOConfig, PPOAgent),
+    "a2c": Algo(A2CConfig, A2CAgent),
+    "dqn": Algo(DQNConfig, DQNAgent),
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # Keyed by algo, then by env family or by env name (the env name wins). "run" keys set
+    # train.py's run options, the others the algorithm's config.
+    "ppo": {
+        # CleanRL ppo_atari.py / RL Zoo: 8 envs, 128 steps, 4 epochs of 4 minibatches, 10M steps.
+        "atari": {"run": {"num_envs": 8, "total_steps": 10_000_000}},
+        # Measured here: a compact Nature-CNN PPO learns doom-basic in ~50k steps with these.
+        "doom": {
+            "run": {"num_envs": 8, "total_steps": 2_000_000},
+            "learning_rate": 2.5e-4,
+            "num_steps": 64,
+            "update_epochs": 4,
+            "num_minibatches": 4,
+            "clip_coef": 0.2,
+            "gamma": 0.99,
+        },
+        "doom-basic": {"run": {"total_steps": 150_000}},
+        "doom-defend-the-center": {"run": {"total_steps": 500_000}},
+    },
+    "a2c": {
+        # RL Zoo a2c.yml (Atari): 16 envs, 5 steps, RMSprop 7e-4, ent 0.01, vf 0.25.
+        "atari": {"run": {"num_envs": 16, "total_steps": 10_000_000}, "vf_coef": 0.25},
+        "doom": {"run": {"num_envs": 8, "total_steps": 2_000_000}, "num_steps": 8},
+        "doom-basic": {"run": {"total_steps": 200_000}},
+    },
+    "dqn": {
+        # Nature DQN (Mnih et al. 2015) as in CleanRL dqn_atari.py.
+        "atari": {
+            "run": {"num_envs": 1, "total_steps": 10_000_000},
+            "buffer_size": 1_000_000,
+            "learning_starts": 80_000,
+            "train_frequency": 4,
+            "batch_size": 32,
+            "target_update_interval": 1_000,
+            "learning_rate": 1e-4,
+            "exploration_fraction": 0.1,
+            "final_epsilon": 0.01,
+        },
+        "doom": {"run": {"num_envs": 4, "total_steps": 1_000_000}},
+        "doom-basic": {"run": {"total_steps": 80_000}},
+    },
+}
+"""Hyperparameters known to work, per algorithm and env; CLI flags and --config override them."""
+
+
+def preset_for(algo: str, env_id: str, family: str) -> dict[str, Any]:
+    """The merged preset for (algo, env): family first, then the env's own entries."""
+    merged: dict[str, Any] = {"run": {}}
+    for key in (family, env_id):
+        entry = PRESETS.get(algo, {}).get(key, {})
+        merged["run"].update(entry.get("run", {}))
+        merged.update({k: v for k, v in entry.items() if k != "run"})
+    return merged
+
+
+def make_config(algo: str, values: dict[str, Any]):
+    """Build the algorithm's config from a dict, refusing keys it does not have."""
+    config_cls = ALGOS[algo].config
+    names = {f.name for f in fields(config_cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise CheckpointError(f"{algo} has no hyperparameter(s) {', '.join(unknown)}")
+    return config_cls(**values)
+
+
+def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 1):
+    """Rebuild the agent a checkpoint was saved from, for evaluation. Returns (agent, checkpoint)."""
+    checkpoint = load_checkpoint(path_or_run, map_location=device)
+    algo = checkpoint["algo"]
+    if algo not in ALGOS:
+        raise CheckpointError(f"'{checkpoint['path']}' was saved by unknown algorithm '{algo}'")
+    cfg = make_config(algo, checkpoint["algo_config"])
+    agent = ALGOS[algo].agent(
+        cfg, tuple(checkpoint["obs_shape"]), checkpoint["num_actions"], num_envs, 1, torch.device(device)
+    )
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+    except (RuntimeError, KeyError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"'{checkpoint['path']}' does not fit a {algo} agent: {first}") from None
+    return agent, checkpoint
+
+
+def config_dict(cfg) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,242 @@
+"""Deep Q-networks: Nature DQN (Mnih et al. 2015) with the Rainbow-era improvements as flags.
+
+Double DQN (van Hasselt et al. 2016), dueling heads (Wang et al. 2016), n-step returns (Sutton
+1988; Hessel et al. 2018) and prioritized replay (Schaul et al. 2016) each switch on with one
+field of `DQNConfig`. The replay buffer lives on the training device (`agents.replay`), so a
+training step never copies a minibatch between host and device.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from agents.networks import QNetwork, autocast, build_extractor
+from agents.replay import ReplayBuffer
+from envs.errors import PixelplayError
+from envs.vec import StepResult
+
+
+@dataclass
+class DQNConfig:
+    """DQN hyperparameters; the defaults are a compact DQN for small budgets, the Atari preset
+    restores the Nature / CleanRL ``dqn_atari.py`` values."""
+
+    learning_rate: float = 1e-4
+    """Adam step size"""
+    adam_eps: float = 1.5e-4
+    """Adam epsilon (1.5e-4 as in Dopamine and Rainbow, Hessel et al. 2018)"""
+    buffer_size: int = 100_000
+    """replay capacity in transitions (all envs together)"""
+    learning_starts: int = 5_000
+    """env steps of uniform-random play before the first update"""
+    train_frequency: int = 4
+    """env steps (over all envs) per gradient step"""
+    batch_size: int = 32
+    """transitions per gradient step"""
+    gamma: float = 0.99
+    """discount factor"""
+    target_update_interval: int = 1_000
+    """env steps between hard target-network copies (used when tau is 1)"""
+    tau: float = 1.0
+    """1.0: hard target copies every target_update_interval; below 1: Polyak averaging each gradient step"""
+    start_epsilon: float = 1.0
+    """exploration epsilon at the start"""
+    final_epsilon: float = 0.01
+    """exploration epsilon after the decay"""
+    exploration_fraction: float = 0.1
+    """fraction of total steps over which epsilon decays linearly"""
+    eval_epsilon: float = 0.05
+    """epsilon of the evaluation policy (0.05 in the Nature paper's evaluation)"""
+    double_dqn: bool = False
+    """Double DQN: the online net picks the next action, the target net rates it"""
+    dueling: bool = False
+    """dueling value/advantage head"""
+    n_step: int = 1
+    """n-step returns, computed by the replay at sample time"""
+    prioritized: bool = False
+    """proportional prioritized replay"""
+    priority_alpha: float = 0.6
+    """how strongly priorities shape sampling (0: uniform)"""
+    priority_beta: float = 0.4
+    """importance-sampling exponent at the start, annealed to 1 over the run"""
+    loss: str = "huber"
+    """huber (as in the Nature paper's error clipping) or mse"""
+    max_grad_norm: float = 10.0
+    """global gradient-norm clip (0 disables)"""
+    network: str = "nature"
+    """feature extractor: nature or impala"""
+    features_dim: int = 512
+    """width of the extractor's output layer"""
+    precision: str = "fp32"
+    """fp32, bf16, or auto (bf16 on CUDA and AMX CPUs); bf16 gains little at batch 32 on a CPU (measured-here.md)"""
+    channels_last: bool = True
+    """channels-last (NHWC) conv layout: ~1.4x faster DQN updates on this CPU"""
+    save_replay: bool = False
+    """put the replay buffer in checkpoints so that --resume continues with it (large files)"""
+
+
+class DQNAgent:
+    """Epsilon-greedy acting, device replay, one gradient step per ``train_frequency`` env steps."""
+
+    def __init__(
+        self,
+        cfg: DQNConfig,
+        obs_shape: tuple[int, int, int],
+        num_actions: int,
+        num_envs: int,
+        total_steps: int,
+        device: torch.device,
+        frame_stack: int = 1,
+    ):
+        if cfg.loss not in ("huber", "mse"):
+            raise PixelplayError(f"unknown DQN loss '{cfg.loss}'; choose huber or mse")
+        self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
+        self.num_envs, self.num_actions = num_envs, num_actions
+        self.q_net = QNetwork(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions, cfg.dueling)
+        self.q_net.to(self.device)
+        if cfg.channels_last:
+            self.q_net.to(memory_format=torch.channels_last)
+        self.target_net = copy.deepcopy(self.q_net)
+        self.target_net.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+        self.frame_stack = frame_stack
+        self.obs_shape = tuple(obs_shape)
+        self._replay: ReplayBuffer | None = None
+        self.gradient_steps = 0
+        self.last_train_step = 0
+        self.last_target_step = 0
+
+    @property
+    def replay(self) -> ReplayBuffer:
+        # Allocated on first use, so evaluation-only agents never reserve replay memory.
+        if self._replay is None:
+            cfg = self.cfg
+            self._replay = ReplayBuffer(
+                cfg.buffer_size,
+                self.num_envs,
+                self.obs_shape,
+                self.frame_stack,
+                self.device,
+                n_step=cfg.n_step,
+                gamma=cfg.gamma,
+                prioritized=cfg.prioritized,
+                alpha=cfg.priority_alpha,
+                beta=cfg.priority_beta,
+                seed=int(torch.randint(0, 2**31 - 1, ()).item()),
+            )
+        return self._replay
+
+    def _q(self, net: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        if self.cfg.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        with autocast(self.cfg.precision, self.device):
+            return net(obs).float()
+
+    def epsilon(self, step: int) -> float:
+        cfg = self.cfg
+        duration = max(1.0, cfg.exploration_fraction * self.total_steps)
+        frac = min(1.0, step / duration)
+        return cfg.start_epsilon + frac * (cfg.final_epsilon - cfg.start_epsilon)
+
+    def _epsilon_greedy(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
+        greedy = self._q(self.q_net, obs).argmax(dim=1)
+        random_actions = torch.randint(0, self.num_actions, greedy.shape, device=self.device)
+        explore = torch.rand(greedy.shape, device=self.device) < epsilon
+        return torch.where(explore, random_actions, greedy)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
+        if step < self.cfg.learning_starts:
+            return torch.randint(0, self.num_actions, (obs.shape[0],), device=self.device)
+        return self._epsilon_greedy(obs, self.epsilon(step))
+
+    @torch.no_grad()
+    def eval_act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._epsilon_greedy(obs, self.cfg.eval_epsilon)
+
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
+        self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
+
+    def ready(self, step: int) -> bool:
+        return step >= self.cfg.learning_starts and step - self.last_train_step >= self.cfg.train_frequency
+
+    def update(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        num_updates = (step - self.last_train_step) // cfg.train_frequency
+        self.last_train_step += num_updates * cfg.train_frequency
+        beta = cfg.priority_beta + min(1.0, step / self.total_steps) * (1.0 - cfg.priority_beta)
+        for _ in range(num_updates):
+            loss, q_mean = self._gradient_step(beta)
+            if cfg.tau < 1.0:
+                self._polyak_update()
+        if cfg.tau >= 1.0 and step - self.last_target_step >= cfg.target_update_interval:
+            self.target_net.load_state_dict(self.q_net.state_dict())
+            self.last_target_step = step
+        return {
+            "losses/td_loss": float(loss),  # one sync per update, for logging
+            "losses/q_values": float(q_mean),
+            "charts/epsilon": self.epsilon(step),
+            "charts/gradient_steps": self.gradient_steps,
+        }
+
+    def _gradient_step(self, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        batch = self.replay.sample(cfg.batch_size, beta=beta)
+        with torch.no_grad():
+            next_q_target = self._q(self.target_net, batch.next_obs)
+            if cfg.double_dqn:
+                # Double DQN: the online net picks, the target net rates (van Hasselt et al. 2016).
+                next_action = self._q(self.q_net, batch.next_obs).argmax(dim=1, keepdim=True)
+                next_q = next_q_target.gather(1, next_action).squeeze(1)
+            else:
+                next_q = next_q_target.max(dim=1).values
+            target = batch.reward + batch.discount * next_q
+        q = self._q(self.q_net, batch.obs).gather(1, batch.action.unsqueeze(1)).squeeze(1)
+        td_error = target - q
+        if cfg.loss == "huber":
+            elementwise = F.smooth_l1_loss(q, target, reduction="none")
+        else:
+            elementwise = 0.5 * td_error**2
+        loss = (batch.weight * elementwise).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        if cfg.prioritized:
+            self.replay.update_priorities(batch.index, td_error.detach().abs())
+        self.gradient_steps += 1
+        return loss.detach(), q.detach().mean()
+
+    @torch.no_grad()
+    def _polyak_update(self) -> None:
+        tau = self.cfg.tau
+        for target, online in zip(self.target_net.parameters(), self.q_net.parameters(), strict=True):
+            target.lerp_(online, tau)
+
+    def state_dict(self) -> dict:
+        state = {
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "gradient_steps": self.gradient_steps,
+            "last_train_step": self.last_train_step,
+            "last_target_step": self.last_target_step,
+        }
+        if self.cfg.save_replay and self._replay is not None:
+            state["replay"] = self._replay.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.gradient_steps = state["gradient_steps"]
+        self.last_train_step = state["last_train_step"]
+        self.last_target_step = state["last_target_step"]
+        if "replay" in state:
+            self.replay.load_state_dict(state["replay"])

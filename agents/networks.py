@@ -1,0 +1,217 @@
+"""Convolutional feature extractors and the heads that sit on them.
+
+The extractors follow Stable-Baselines3's features-extractor contract: constructed as
+``Extractor(observation_space, features_dim=...)``, they expose ``.features_dim``, so either one
+plugs into SB3 as ``policy_kwargs=dict(features_extractor_class=NatureCNN)``. They accept uint8
+pixels (pixelplay's agents feed them straight from the replay or rollout storage and the division
+by 255 happens on the device, inside the network) or floats already scaled to [0, 1] (what SB3
+passes after its own ``preprocess_obs``).
+
+Geometry is checked before any layer is built: a strided conv whose window does not tile its input,
+``(W - F + 2P) / S + 1`` not a whole number, would silently drop border pixels, and one whose
+output is empty cannot run; both are refused with a message naming the layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from envs.errors import PixelplayError
+
+
+class GeometryError(PixelplayError):
+    """A conv stack that cannot run on the given observation size."""
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, layer: str, strict: bool = True) -> int:
+    """Output length of a conv/pool along one axis, refusing impossible geometry.
+
+    ``strict`` (strided convs): the window must tile the input exactly. Pools are not strict:
+    IMPALA's 3x3/2 max-pool on an even size floors by design (Espeholt et al. 2018).
+    """
+    span = size - kernel + 2 * padding
+    if span < 0:
+        raise GeometryError(
+            f"{layer}: a {kernel}x{kernel} window (padding {padding}) does not fit an input of {size} "
+            f"pixels; use a larger observation or a smaller network"
+        )
+    if strict and span % stride != 0:
+        raise GeometryError(
+            f"{layer}: ({size} - {kernel} + 2*{padding}) / {stride} + 1 = {span / stride + 1:g} is not a whole "
+            f"number, so the {kernel}x{kernel}/{stride} conv would drop border pixels of its {size}-pixel input; "
+            f"pick an observation size that tiles (e.g. 84 for the Nature CNN)"
+        )
+    return span // stride + 1
+
+
+def _as_shape(observation_space: gym.spaces.Box | Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(observation_space.shape if hasattr(observation_space, "shape") else observation_space)
+    if len(shape) != 3:
+        raise GeometryError(f"a CNN needs (C, H, W) image observations, got shape {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _scale_pixels(x: torch.Tensor) -> torch.Tensor:
+    # uint8 straight from storage: scale on the device. Floats are assumed scaled already (SB3).
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
+def layer_init(layer: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal init with a chosen gain (Saxe et al. 2014), as in OpenAI baselines and CleanRL."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """The DQN torso of Mnih et al. 2015 (Nature): 32x8x8/4, 64x4x4/2, 64x3x3/1, then a dense layer."""
+
+    def __init__(self, observation_space: gym.spaces.Box | Sequence[int], features_dim: int = 512):
+        super().__init__()
+        channels, height, width = _as_shape(observation_space)
+        h, w = height, width
+        for name, kernel, stride in (("conv1", 8, 4), ("conv2", 4, 2), ("conv3", 3, 1)):
+            h = conv_output_size(h, kernel, stride, 0, f"NatureCNN {name} (height)")
+            w = conv_output_size(w, kernel, stride, 0, f"NatureCNN {name} (width)")
+        self.features_dim = features_dim
+        self.cnn = nn.Sequential(
+            layer_init(nn.Conv2d(channels, 32, 8, stride=4)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(32, 64, 4, stride=2)),
+            nn.ReLU(),
+            layer_init(nn.Conv2d(64, 64, 3, stride=1)),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():  # shapes come from a dummy forward, never from constants
+            flat = self.cnn(torch.zeros(1, channels, height, width)).shape[1]
+        assert flat == 64 * h * w
+        self.linear = nn.Sequential(layer_init(nn.Linear(flat, features_dim)), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(_scale_pixels(observations)))
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv1(torch.relu(self.conv0(torch.relu(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """The IMPALA ResNet of Espeholt et al. 2018: per stage a conv, a 3x3/2 max-pool, two residual
+    blocks; stage widths (16, 32, 32), then ReLU and a dense layer (256 in the paper)."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box | Sequence[int],
+        features_dim: int = 256,
+        channels: Sequence[int] = (16, 32, 32),
+    ):
+        super().__init__()
+        in_channels, h, w = _as_shape(observation_space)
+        stages: list[nn.Module] = []
+        for index, out_channels in enumerate(channels):
+            h = conv_output_size(h, 3, 2, 1, f"ImpalaCNN stage {index} max-pool (height)", strict=False)
+            w = conv_output_size(w, 3, 2, 1, f"ImpalaCNN stage {index} max-pool (width)", strict=False)
+            stages += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                nn.MaxPool2d(3, stride=2, padding=1),
+                _ResidualBlock(out_channels),
+                _ResidualBlock(out_channels),
+            ]
+            in_channels = out_channels
+        self.features_dim = features_dim
+        self.cnn = nn.Sequential(*stages, nn.ReLU(), nn.Flatten())
+        flat = in_channels * h * w
+        self.linear = nn.Sequential(nn.Linear(flat, features_dim), nn.ReLU())
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.cnn(_scale_pixels(observations)))
+
+
+EXTRACTORS: dict[str, type[nn.Module]] = {"nature": NatureCNN, "impala": ImpalaCNN}
+"""Feature extractors by the name the CLI takes (``--network``)."""
+
+
+def build_extractor(name: str, obs_shape: Sequence[int], features_dim: int | None = None) -> nn.Module:
+    if name not in EXTRACTORS:
+        raise PixelplayError(f"unknown network '{name}'; choose one of {', '.join(EXTRACTORS)}")
+    kwargs = {} if features_dim is None else {"features_dim": features_dim}
+    return EXTRACTORS[name](tuple(obs_shape), **kwargs)
+
+
+class ActorCritic(nn.Module):
+    """Shared torso, a policy head (logits) and a value head, initialised as in CleanRL's PPO:
+    policy gain 0.01 so the first policy is near uniform, value gain 1."""
+
+    def __init__(self, extractor: nn.Module, num_actions: int):
+        super().__init__()
+        self.extractor = extractor
+        self.policy = layer_init(nn.Linear(extractor.features_dim, num_actions), gain=0.01)
+        self.value = layer_init(nn.Linear(extractor.features_dim, 1), gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.extractor(obs)
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
+class QNetwork(nn.Module):
+    """Q-values per action; with ``dueling`` the head splits into value and advantage streams,
+    Q = V + A - mean(A) (Wang et al. 2016)."""
+
+    def __init__(self, extractor: nn.Module, num_actions: int, dueling: bool = False):
+        super().__init__()
+        self.extractor = extractor
+        self.dueling = dueling
+        dim = extractor.features_dim
+        self.advantage = nn.Linear(dim, num_actions)
+        self.value = nn.Linear(dim, 1) if dueling else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features = self.extractor(obs)
+        advantage = self.advantage(features)
+        if self.value is None:
+            return advantage
+        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return "amx_bf16" in handle.read()
+    except OSError:
+        return False
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` ("auto", "bf16", "fp32") means bf16 autocast on ``device``.
+
+    "auto" takes bf16 only where it is fast: CUDA with bf16 support, or a CPU with AMX tiles
+    (there a PPO minibatch ran ~3x faster, see measured-here.md). On a CPU with AVX-512-BF16 but
+    no AMX (AMD EPYC here) bf16 convs ran ~3x *slower* than fp32, so auto stays fp32.
+    """
+    if precision not in ("auto", "bf16", "fp32"):
+        raise PixelplayError(f"precision must be auto, bf16 or fp32, got '{precision}'")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_amx()
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context for a network forward pass (a no-op context for fp32)."""
+    if use_bf16(precision, device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

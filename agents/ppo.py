@@ -1,0 +1,305 @@
+"""PPO (Schulman et al. 2017) and A2C (Mnih et al. 2016, synchronous) on one actor-critic.
+
+Both collect ``num_steps`` vector steps into device-resident rollout storage, estimate advantages
+with GAE, and update the same `ActorCritic`. PPO takes several epochs of clipped-surrogate
+minibatch steps; A2C takes one plain policy-gradient step over the whole rollout with RMSprop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch.distributions import Categorical
+
+from agents.networks import ActorCritic, autocast, build_extractor
+from agents.rollout import RolloutBatch, RolloutStorage, compute_gae
+from envs.vec import StepResult
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters; defaults are CleanRL's ``ppo_atari.py`` (Huang et al. 2022)."""
+
+    learning_rate: float = 2.5e-4
+    """Adam step size at the start of training"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over the run"""
+    num_steps: int = 128
+    """vector steps per rollout (the rollout holds num_steps * num_envs transitions)"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda (Schulman et al. 2016): bias-variance trade-off of the advantage"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    update_epochs: int = 4
+    """passes over each rollout"""
+    norm_adv: bool = True
+    """normalise advantages per minibatch"""
+    clip_coef: float = 0.1
+    """surrogate clipping epsilon"""
+    clip_vloss: bool = True
+    """clip the value update around the old value, as in the PPO reference implementation"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clip"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (1e-5 as in OpenAI baselines, not PyTorch's 1e-8)"""
+    network: str = "nature"
+    """feature extractor: nature (Mnih et al. 2015) or impala (Espeholt et al. 2018)"""
+    features_dim: int = 512
+    """width of the extractor's output layer"""
+    precision: str = "auto"
+    """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
+    channels_last: bool = True
+    """store conv weights and activations channels-last (NHWC), faster for convs on CPU and tensor cores"""
+
+
+@dataclass
+class A2CConfig:
+    """Synchronous advantage actor-critic; defaults follow the A3C paper (Mnih et al. 2016) as
+    Stable-Baselines3 and OpenAI baselines use them: 5-step rollouts, RMSprop, no GAE (lambda 1)."""
+
+    learning_rate: float = 7e-4
+    """RMSprop step size at the start of training"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over the run"""
+    num_steps: int = 5
+    """vector steps per rollout; one update per rollout"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 1.0
+    """1.0 gives the A3C n-step return; lower values use GAE"""
+    norm_adv: bool = False
+    """normalise advantages per update"""
+    ent_coef: float = 0.01
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    max_grad_norm: float = 0.5
+    """global gradient-norm clip"""
+    rms_alpha: float = 0.99
+    """RMSprop smoothing constant"""
+    rms_eps: float = 1e-5
+    """RMSprop epsilon"""
+    network: str = "nature"
+    """feature extractor: nature or impala"""
+    features_dim: int = 512
+    """width of the extractor's output layer"""
+    precision: str = "auto"
+    """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
+    channels_last: bool = True
+    """channels-last (NHWC) conv layout"""
+
+    # A2C is the actor-critic update taken once per rollout, on all of it, without clipping.
+    @property
+    def update_epochs(self) -> int:
+        return 1
+
+    @property
+    def num_minibatches(self) -> int:
+        return 1
+
+    @property
+    def clip_coef(self) -> None:
+        return None
+
+    @property
+    def clip_vloss(self) -> bool:
+        return False
+
+
+class LossTerms(NamedTuple):
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clip_fraction: torch.Tensor
+
+
+def actor_critic_loss(
+    new_logprob: torch.Tensor,
+    entropy: torch.Tensor,
+    new_value: torch.Tensor,
+    batch: RolloutBatch,
+    *,
+    clip_coef: float | None,
+    clip_vloss: bool,
+    vf_coef: float,
+    ent_coef: float,
+    norm_adv: bool,
+) -> LossTerms:
+    """PPO's clipped objective (``clip_coef`` set) or the plain policy gradient (``None``, A2C).
+
+    Value loss 0.5 (V - R)^2, clipped around the old value when ``clip_vloss``; the total is
+    policy - ent_coef * entropy + vf_coef * value (Schulman et al. 2017, eq. 9, as a loss).
+    """
+    advantage = batch.advantage
+    if norm_adv and advantage.numel() > 1:
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+    log_ratio = new_logprob - batch.logprob
+    ratio = log_ratio.exp()
+    if clip_coef is None:
+        policy_loss = -(advantage * new_logprob).mean()
+        clip_fraction = torch.zeros((), device=advantage.device)
+    else:
+        unclipped = -advantage * ratio
+        clipped = -advantage * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+        policy_loss = torch.max(unclipped, clipped).mean()
+        clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
+    if clip_vloss and clip_coef is not None:
+        value_clipped = batch.value + (new_value - batch.value).clamp(-clip_coef, clip_coef)
+        value_loss = 0.5 * torch.max((new_value - batch.ret) ** 2, (value_clipped - batch.ret) ** 2).mean()
+    else:
+        value_loss = 0.5 * ((new_value - batch.ret) ** 2).mean()
+    entropy_mean = entropy.mean()
+    total = policy_loss - ent_coef * entropy_mean + vf_coef * value_loss
+    # k3 estimator of KL(old || new) (Schulman 2020, "Approximating KL divergence")
+    approx_kl = ((ratio - 1) - log_ratio).mean()
+    return LossTerms(total, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction)
+
+
+class PPOAgent:
+    """Acts with a sampled policy, stores rollouts on the device, updates every ``num_steps``."""
+
+    def __init__(
+        self,
+        cfg: PPOConfig | A2CConfig,
+        obs_shape: tuple[int, int, int],
+        num_actions: int,
+        num_envs: int,
+        total_steps: int,
+        device: torch.device,
+        frame_stack: int = 1,
+    ):
+        # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
+        self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
+        self.net = ActorCritic(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions)
+        self.net.to(self.device)
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self.optimizer = self._make_optimizer()
+        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device)
+        self.batch_size = cfg.num_steps * num_envs
+        self.minibatch_size = self.batch_size // cfg.num_minibatches
+        if self.minibatch_size < 1:
+            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the rollout of {self.batch_size}")
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._next_obs: torch.Tensor | None = None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
+
+    def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        with autocast(self.cfg.precision, self.device):
+            logits, value = self.net(obs)
+        # Distributions and losses in fp32: bf16 log-probabilities are too coarse for the ratio.
+        return logits.float(), value.float()
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
+        logits, value = self._forward(obs)
+        dist = Categorical(logits=logits)
+        action = dist.sample()
+        self._pending = (dist.log_prob(action), value)
+        return action
+
+    @torch.no_grad()
+    def eval_act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate)."""
+        logits, _ = self._forward(obs)
+        return Categorical(logits=logits).sample()
+
+    @torch.no_grad()
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
+        assert self._pending is not None, "observe() must follow act()"
+        logprob, value = self._pending
+        reward = result.reward
+        # A time limit is not a death: fold gamma * V(final obs) into the reward (Pardo et al.
+        # 2018, "Time Limits in Reinforcement Learning"); the next obs already belongs to the
+        # next episode, so GAE cuts the chain there.
+        if bool(result.truncated.any()):
+            _, final_value = self._forward(result.final_obs)
+            reward = torch.where(result.truncated, reward + self.cfg.gamma * final_value, reward)
+        self.storage.add(obs, action, logprob, value, reward, result.terminated | result.truncated)
+        self._next_obs = result.obs
+        self._pending = None
+
+    def ready(self, step: int) -> bool:
+        return self.storage.full
+
+    def update(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        if cfg.anneal_lr:
+            frac = max(0.0, 1.0 - (step - self.batch_size) / self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = frac * cfg.learning_rate
+        with torch.no_grad():
+            _, last_value = self._forward(self._next_obs)
+        storage = self.storage
+        advantages, returns = compute_gae(
+            storage.rewards, storage.values, storage.dones, last_value, cfg.gamma, cfg.gae_lambda
+        )
+        sums = torch.zeros(6, device=self.device)
+        count = 0
+        for _ in range(cfg.update_epochs):
+            for batch in storage.minibatches(advantages, returns, self.minibatch_size):
+                logits, new_value = self._forward(batch.obs)
+                dist = Categorical(logits=logits)
+                terms = actor_critic_loss(
+                    dist.log_prob(batch.action),
+                    dist.entropy(),
+                    new_value,
+                    batch,
+                    clip_coef=cfg.clip_coef,
+                    clip_vloss=cfg.clip_vloss,
+                    vf_coef=cfg.vf_coef,
+                    ent_coef=cfg.ent_coef,
+                    norm_adv=cfg.norm_adv,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                terms.total.backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                sums += torch.stack([t.detach() for t in terms])
+                count += 1
+        storage.clear()
+        # Explained variance of the value targets: 1 is perfect, 0 no better than a constant.
+        var_ret = returns.var()
+        explained = 1 - (returns - storage.values).var() / var_ret if var_ret > 0 else torch.tensor(float("nan"))
+        means = (sums / count).tolist()  # one device sync per update, for logging
+        return {
+            "losses/total": means[0],
+            "losses/policy": means[1],
+            "losses/value": means[2],
+            "losses/entropy": means[3],
+            "losses/approx_kl": means[4],
+            "losses/clip_fraction": means[5],
+            "losses/explained_variance": float(explained),
+            "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class A2CAgent(PPOAgent):
+    """The same actor-critic and rollout; one unclipped update per rollout with RMSprop."""
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return torch.optim.RMSprop(
+            self.net.parameters(), lr=cfg.learning_rate, alpha=cfg.rms_alpha, eps=cfg.rms_eps
+        )

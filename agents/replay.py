@@ -1,0 +1,651 @@
+"""Device-resident experience replay: each frame stored once, n-step returns, prioritized sampling.
+
+Why not Stable-Baselines3's ``ReplayBuffer``: it keeps numpy arrays on the host, stores every
+observation stack twice (obs and next obs: 56 KB per Atari transition, 28-56 GB for 1M) and copies
+each minibatch to the device (SB3 issues #314, #1149). Here everything lives in preallocated torch
+tensors on the training device, each 84x84 frame is stored once (about 7.08 KB per Atari
+transition, all tensors included) and a minibatch is gathered where it will be used.
+
+Layout (the idea of Dopamine's ``circular_replay_buffer``: store frames, rebuild stacks at sample
+time, but with batched tensor indexing instead of a Python loop per sample):
+
+* every env owns a ring of ``F = capacity // num_envs`` *slots*; a slot holds one frame
+  (``channels_per_frame`` channels) plus the data of the transition whose observation ends with
+  that frame (action, reward, terminated, truncated, the env step it was added at);
+* an episode is written as its whole first stack (``frame_stack`` slots, whatever padding the env
+  used) and then one slot per step: the newest frame of each next observation. Within an episode
+  the slots are contiguous, so the stack of the observation whose newest frame is in slot ``g`` is
+  exactly slots ``g-k+1 .. g`` and no masking is needed: reconstruction is bit-exact for any
+  padding (zeros, repeated first frame, no-op frames). Dopamine instead masks frames that cross an
+  episode start to zero, which is exact only for zero-padding envs;
+* at a done step the newest frame of ``final_obs`` takes the next slot (it is what a truncated
+  episode bootstraps from) and the new episode's first stack follows. An episode of T transitions
+  therefore uses T + k slots: ``capacity`` counts slots, and the buffer holds ``capacity`` minus
+  ``k`` per stored episode start transitions (see ``__len__``);
+* which transitions may be sampled is kept in a sum tree over all slots (fan-out ``_FANOUT``):
+  a leaf is 0 for slots that hold no sampleable transition (episode padding, final frames, a
+  transition whose n-step window is still open, or whose stack the ring has started to overwrite)
+  and ``p**alpha`` (prioritized) or 1 (uniform) otherwise. Uniform sampling is the same tree
+  descent with unit leaves, so both modes share one exact code path.
+
+Hot paths (``add``, ``sample``, ``update_priorities``) are fixed-shape tensor programs: no ``.item()``,
+no host sync, no Python loop over envs or samples (the only loops run over the few tree levels and
+are unrolled by Python, not data-dependent).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, NamedTuple
+
+import torch
+
+from envs.errors import PixelplayError
+
+__all__ = ["ReplayBatch", "ReplayBuffer"]
+
+_FANOUT = 32
+"""Children per sum-tree node. A wide tree means few levels (4 for 1M slots): each level is a
+handful of kernel launches, so depth, not width, sets the cost of a batched descent, and the
+internal nodes cost only 1/31 of the leaves in memory."""
+
+
+class ReplayBatch(NamedTuple):
+    """A minibatch gathered on the buffer's device."""
+
+    obs: torch.Tensor
+    """uint8 (B, C, H, W): the observation the action was taken in."""
+    action: torch.Tensor
+    """int64 (B,): the action taken."""
+    reward: torch.Tensor
+    """float32 (B,): the n-step discounted return sum_{k<n} gamma^k r_{t+k}, cut at an episode end."""
+    next_obs: torch.Tensor
+    """uint8 (B, C, H, W): the observation to bootstrap from (obs at t+n, or the episode's final obs)."""
+    discount: torch.Tensor
+    """float32 (B,): gamma^steps to multiply the bootstrap value by; 0 if the episode terminated."""
+    weight: torch.Tensor
+    """float32 (B,): importance-sampling weights (ones for uniform replay)."""
+    index: torch.Tensor
+    """int64 (B,): buffer indices, for ``update_priorities`` and ``locate``."""
+
+
+def _free_memory_bytes(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``, or None where we cannot tell.
+
+    Module-level so that tests can monkeypatch it.
+    """
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil  # optional: the most portable answer
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        # Linux: MemAvailable counts reclaimable page cache; SC_AVPHYS_PAGES (MemFree) does not and
+        # would refuse buffers that fit on any machine that has read a few files.
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _as_device(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=True)
+
+
+class ReplayBuffer:
+    """Replay memory for one vector env, on the training device.
+
+    A DQN agent calls ``add(...)`` once per vector step, ``batch = sample(32)`` per update and,
+    with prioritized replay, ``update_priorities(batch.index, td_error.abs())``.
+
+    Observations are stacks of ``frame_stack`` frames along the channel axis, oldest first, the
+    newest frame in the last ``C // frame_stack`` channels (gymnasium ``FrameStackObservation``,
+    SB3 ``VecFrameStack``). Pass the env's real ``frame_stack``: with ``frame_stack=1`` whole
+    stacks are stored per step (correct, but k times the memory).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple[int, int, int],
+        frame_stack: int,
+        device: torch.device | str,
+        *,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        prioritized: bool = False,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        priority_eps: float = 1e-6,
+        seed: int = 0,
+        check_stacks: bool = False,
+    ):
+        """``capacity`` counts slots for all envs together (``capacity // num_envs`` per env).
+
+        ``check_stacks`` verifies on every ``add`` (with a host sync, so for tests and debugging)
+        that each next obs is the obs shifted by one frame and that each obs continues the stored
+        stream; it catches envs that stack newest-first or a caller that skips steps.
+        """
+        obs_shape = tuple(int(d) for d in obs_shape)
+        if len(obs_shape) != 3:
+            raise PixelplayError(f"replay needs (C, H, W) observations, got shape {obs_shape}")
+        if frame_stack < 1 or obs_shape[0] % frame_stack:
+            raise PixelplayError(
+                f"observation has {obs_shape[0]} channels, not a multiple of frame_stack={frame_stack}; "
+                "pass the env's real frame stack"
+            )
+        if n_step < 1:
+            raise PixelplayError(f"n_step must be >= 1, got {n_step}")
+        if num_envs < 1:
+            raise PixelplayError(f"num_envs must be >= 1, got {num_envs}")
+        if prioritized and priority_eps <= 0:
+            raise PixelplayError("priority_eps must be > 0, or transitions with zero TD error are never replayed")
+        self.device = torch.device(device)
+        self.num_envs = int(num_envs)
+        self.obs_shape = obs_shape
+        self.frame_stack = int(frame_stack)
+        self.channels_per_frame = obs_shape[0] // frame_stack
+        self.n_step = int(n_step)
+        self.gamma = float(gamma)
+        self.prioritized = bool(prioritized)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.priority_eps = float(priority_eps)
+        self.seed = int(seed)
+        self.check_stacks = bool(check_stacks)
+        self.slots_per_env = int(capacity) // self.num_envs
+        k, n = self.frame_stack, self.n_step
+        # A step writes up to k + 1 slots and clears the k slots after them; the open n-step
+        # windows and the slots about to be cleared must never meet in the ring.
+        min_slots = (n + 1) * (k + 1) + k
+        if self.slots_per_env < min_slots:
+            raise PixelplayError(
+                f"replay capacity {capacity:,} gives {self.slots_per_env} slots per env for {num_envs} envs; "
+                f"n_step={n} and frame_stack={k} need at least {min_slots} per env; raise --buffer-size"
+            )
+        self.capacity = self.slots_per_env * self.num_envs
+
+        plan = self._plan()
+        need = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in plan.values())
+        free = _free_memory_bytes(self.device)
+        if free is not None and need > free:
+            raise PixelplayError(
+                f"replay of {self.capacity:,} transitions needs {need / 1e9:.1f} GB but only "
+                f"{free / 1e9:.1f} GB is free on {self.device}; lower --buffer-size"
+            )
+        self._t: dict[str, torch.Tensor] = {
+            name: torch.zeros(shape, dtype=dtype, device=self.device) for name, (shape, dtype) in plan.items()
+        }
+        t = self._t
+        F, c = self.slots_per_env, self.channels_per_frame
+        self._frames = t["frames"]  # (N, F + 1, c, H, W); slot F is a per-env scratch slot
+        self._frames_flat = self._frames.view(self.num_envs * (F + 1), c, *obs_shape[1:])
+        self._action = t["action"].view(-1)  # all (N * F,): leaf index = env * F + slot
+        self._reward = t["reward"].view(-1)
+        self._terminated = t["terminated"].view(-1)
+        self._truncated = t["truncated"].view(-1)
+        self._step_id = t["step_id"].view(-1)
+        self._levels = [t[f"tree{i}"] for i in range(self._num_levels)]
+        self._head = t["head"]  # (N,) next slot to write
+        self._ep_len = t["ep_len"]  # (N,) transitions in the current episode so far
+        self._count = t["count"]  # () sampleable transitions
+        self._max_priority = t["max_priority"]  # () largest |td| + eps seen (Schaul et al. 2016)
+        self._max_priority.fill_(1.0)
+        self._env_ids = torch.arange(self.num_envs, device=self.device)
+        self._gamma_pow = torch.tensor([self.gamma**i for i in range(n + 1)], dtype=torch.float32, device=self.device)
+        self._stack_offsets = torch.arange(-k + 1, 1, device=self.device)
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(self.seed)
+        self._steps = 0  # add() calls so far (host int: no sync to read it)
+        self._streaming = False  # False until the first add, and again after load_state_dict
+
+    # ------------------------------------------------------------------ layout
+
+    @property
+    def _tree_dtype(self) -> torch.dtype:
+        # float64 keeps sums of a million priorities exact enough; MPS has no float64.
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
+    def _tree_sizes(self) -> list[int]:
+        leaves = self.capacity
+        sizes = [-(-leaves // _FANOUT) * _FANOUT]
+        while sizes[-1] > 1:
+            m = sizes[-1] // _FANOUT
+            sizes.append(m if m == 1 else -(-m // _FANOUT) * _FANOUT)
+        return sizes
+
+    @property
+    def _num_levels(self) -> int:
+        return len(self._tree_sizes())
+
+    def _plan(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+        """Every tensor the buffer allocates: name -> (shape, dtype). The memory check sums this."""
+        N, F, c = self.num_envs, self.slots_per_env, self.channels_per_frame
+        plan: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
+            "frames": ((N, F + 1, c, *self.obs_shape[1:]), torch.uint8),
+            # int32: enough for any discrete action set and 2**31 vector steps, half of int64.
+            "action": ((N, F), torch.int32),
+            "reward": ((N, F), torch.float32),
+            "terminated": ((N, F), torch.bool),
+            "truncated": ((N, F), torch.bool),
+            "step_id": ((N, F), torch.int32),
+        }
+        for i, size in enumerate(self._tree_sizes()):
+            plan[f"tree{i}"] = ((size,), self._tree_dtype)
+        plan["head"] = ((N,), torch.int64)
+        plan["ep_len"] = ((N,), torch.int64)
+        plan["count"] = ((), torch.int64)
+        plan["max_priority"] = ((), self._tree_dtype)
+        return plan
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all of the buffer's tensors."""
+        extra = [self._gamma_pow, self._stack_offsets, self._env_ids]
+        return sum(x.numel() * x.element_size() for x in [*self._t.values(), *extra])
+
+    def __len__(self) -> int:
+        """Transitions that can be sampled now (n-step window complete, frames intact).
+
+        Reads a device counter: a host sync, so keep it out of the per-step path (use ``ready``).
+        """
+        return int(self._count)
+
+    @property
+    def num_added(self) -> int:
+        """Transitions ever added (all envs); a host counter, free to read."""
+        return self._steps * self.num_envs
+
+    def ready(self, min_size: int) -> bool:
+        """At least ``min_size`` transitions added and ``sample`` is guaranteed something to draw.
+
+        Counts added transitions on the host (no device sync); ``len()`` gives the exact number of
+        sampleable ones, which trails it by up to ``n_step - 1`` per env plus the episode padding.
+        """
+        return self._steps >= self.n_step and self.num_added >= min_size
+
+    # ------------------------------------------------------------------ sum tree
+
+    def _set_leaves(self, leaf: torch.Tensor, value: torch.Tensor) -> None:
+        """Write leaves, then recompute their ancestors from their children.
+
+        Recomputing (not adding deltas) keeps every node the exact sum of its children, so no
+        rounding drift accumulates over millions of updates. Duplicate indices write identical
+        parent values, so the result does not depend on which duplicate wins.
+        """
+        self._levels[0].index_put_((leaf,), value.to(self._tree_dtype))
+        idx = leaf
+        for lower, upper in zip(self._levels[:-1], self._levels[1:], strict=True):
+            idx = idx // _FANOUT
+            upper.index_put_((idx,), lower.view(-1, _FANOUT).index_select(0, idx).sum(1))
+
+    def _rebuild_tree(self) -> None:
+        for lower, upper in zip(self._levels[:-1], self._levels[1:], strict=True):
+            sums = lower.view(-1, _FANOUT).sum(1)
+            upper.zero_()
+            upper[: sums.numel()] = sums
+
+    def _descend(self, mass: torch.Tensor) -> torch.Tensor:
+        """Leaf index whose prefix-sum interval holds each ``mass``: all samples at once.
+
+        At each level the child is the first whose cumulative sum exceeds the mass. A child of
+        zero weight never is (its cumulative sum equals its left neighbour's), and the mass is kept
+        strictly below its node's total so rounding cannot walk off the right end: every sample
+        lands on a leaf of positive weight.
+        """
+        idx = torch.zeros_like(mass, dtype=torch.int64)
+        zero = torch.zeros((mass.shape[0], 1), dtype=mass.dtype, device=mass.device)
+        for level in reversed(self._levels[:-1]):
+            children = level.view(-1, _FANOUT).index_select(0, idx)
+            csum = children.cumsum(1)
+            total = csum[:, -1]
+            mass = torch.minimum(mass, torch.nextafter(total, torch.zeros_like(total)))
+            child = (csum <= mass.unsqueeze(1)).sum(1).clamp_(max=_FANOUT - 1)
+            below = torch.cat([zero, csum], 1).gather(1, child.unsqueeze(1)).squeeze(1)
+            mass = (mass - below).clamp_(min=0)
+            idx = idx * _FANOUT + child
+        return idx
+
+    @property
+    def _total(self) -> torch.Tensor:
+        return self._levels[-1][0]
+
+    def _update_leaves(
+        self,
+        clear: torch.Tensor,
+        clear_mask: torch.Tensor,
+        complete: torch.Tensor,
+        complete_mask: torch.Tensor,
+    ) -> None:
+        """Zero the leaves ``clear[clear_mask]`` and give ``complete[complete_mask]`` the initial priority.
+
+        Fixed shapes, no sync: masked-out entries are rewritten with their old value. Only empty
+        leaves are completed, so a transition already sampled keeps its updated priority.
+        """
+        leaf = torch.cat([clear.reshape(-1), complete.reshape(-1)])
+        old = self._levels[0].index_select(0, leaf)
+        n_clear = clear.numel()
+        old_clear, old_complete = old[:n_clear], old[n_clear:]
+        clear_mask = clear_mask.reshape(-1)
+        complete_mask = complete_mask.reshape(-1) & (old_complete == 0)
+        if self.prioritized:
+            # New transitions get the largest priority seen, so each is replayed at least once soon.
+            initial = self._max_priority**self.alpha
+        else:
+            initial = torch.ones((), dtype=self._tree_dtype, device=self.device)
+        new = torch.cat(
+            [
+                torch.where(clear_mask, torch.zeros_like(old_clear), old_clear),
+                torch.where(complete_mask, initial, old_complete),
+            ]
+        )
+        self._count += complete_mask.sum() - (clear_mask & (old_clear > 0)).sum()
+        self._set_leaves(leaf, new)
+
+    # ------------------------------------------------------------------ adding
+
+    def _leaf(self, slots: torch.Tensor) -> torch.Tensor:
+        """Leaf index of per-env slots (N, ...) taken modulo the ring."""
+        env = self._env_ids.view(-1, *([1] * (slots.dim() - 1)))
+        return env * self.slots_per_env + slots % self.slots_per_env
+
+    def _frame_index(self, slots: torch.Tensor) -> torch.Tensor:
+        env = self._env_ids.view(-1, *([1] * (slots.dim() - 1)))
+        return env * (self.slots_per_env + 1) + slots % self.slots_per_env
+
+    def _complete_leaves(self, last: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transitions whose n-step window closes now that the transition in slot ``last`` is stored.
+
+        Candidates are ``last - j`` for j < n: the one n-1 back always (if it is in this episode),
+        the others only when the episode ends here.
+        """
+        j = torch.arange(self.n_step, device=self.device)
+        slots = last.unsqueeze(1) - j
+        mask = (j < self._ep_len.unsqueeze(1)) & ((j == self.n_step - 1) | done.unsqueeze(1))
+        return self._leaf(slots), mask
+
+    def _start_streams(self, obs: torch.Tensor) -> None:
+        """Begin new episodes in every env from ``obs`` (first add, or first add after loading).
+
+        Stored episodes that were still running are cut as truncations: their last transition's
+        next obs is stored, so bootstrapping from it is the right target, and the stream that
+        continues now (a freshly reset env after ``--resume``) does not belong to them.
+        """
+        k = self.frame_stack
+        if self._steps > 0:
+            live = self._ep_len > 0
+            last = self._leaf(self._head - 2)
+            self._truncated.index_put_((last,), self._truncated.index_select(0, last) | live)
+            complete, complete_mask = self._complete_leaves(self._head - 2, live)
+            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+            self._update_leaves(empty, empty.bool(), complete, complete_mask)
+        c, hw = self.channels_per_frame, self.obs_shape[1:]
+        j = torch.arange(k, device=self.device)
+        dest = self._frame_index(self._head.unsqueeze(1) + j)
+        self._frames_flat.index_put_((dest.reshape(-1),), obs.reshape(self.num_envs * k, c, *hw))
+        # Writing slots head..head+k-1 breaks the stacks of the transitions in head..head+2k-2.
+        clear = self._leaf(self._head.unsqueeze(1) + torch.arange(2 * k - 1, device=self.device))
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._update_leaves(clear, torch.ones_like(clear, dtype=torch.bool), empty, empty.bool())
+        self._head.add_(k).remainder_(self.slots_per_env)
+        self._ep_len.zero_()
+        self._streaming = True
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        next_obs: torch.Tensor,
+        final_obs: torch.Tensor,
+    ) -> None:
+        """Store one vector-env step: tensors of shape (N, ...), as `envs.vec.VecEnv.step` returns.
+
+        ``next_obs`` is the env's returned obs (first obs of the next episode where done) and
+        ``final_obs`` the last obs of the finished episode where done (equal to ``next_obs``
+        elsewhere). ``obs`` is read only to start the stream; later it is already stored as the
+        previous ``next_obs``. Per env this writes one frame, or 1 + k at an episode end.
+        """
+        N, k, F = self.num_envs, self.frame_stack, self.slots_per_env
+        c, hw = self.channels_per_frame, self.obs_shape[1:]
+        shape = (N, *self.obs_shape)
+        for name, x in (("obs", obs), ("next_obs", next_obs), ("final_obs", final_obs)):
+            if tuple(x.shape) != shape or x.dtype != torch.uint8:
+                raise PixelplayError(f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}")
+        dev = self.device
+        obs, next_obs, final_obs = (x.to(dev, non_blocking=True) for x in (obs, next_obs, final_obs))
+        action = _as_device(action, dev, torch.int32).reshape(N)
+        reward = _as_device(reward, dev, torch.float32).reshape(N)
+        truncated = _as_device(truncated, dev, torch.bool).reshape(N)
+        # A step flagged both is a time limit (as envs.vec decides): bootstrap.
+        terminated = _as_device(terminated, dev, torch.bool).reshape(N) & ~truncated
+        done = terminated | truncated
+        if self.check_stacks:
+            self._check(obs, next_obs, final_obs, done)
+        if not self._streaming:
+            self._start_streams(obs)
+
+        head = self._head
+        last = head - 1  # slot of obs's newest frame: this step's transition lives there
+        leaf = self._leaf(last)
+        self._action.index_put_((leaf,), action)
+        self._reward.index_put_((leaf,), reward)
+        self._terminated.index_put_((leaf,), terminated)
+        self._truncated.index_put_((leaf,), truncated)
+        self._step_id.index_fill_(0, leaf, self._steps)
+
+        # Frames: the newest frame of the obs that ends this transition (final_obs where done)...
+        newest = torch.where(done.view(N, 1, 1, 1), final_obs[:, -c:], next_obs[:, -c:])
+        self._frames_flat.index_put_((self._frame_index(head),), newest)
+        # ...and, where done, the new episode's whole first stack. Fixed shape without a host sync:
+        # envs that did not finish send these k frames to their scratch slot F, which is never read.
+        j = torch.arange(k, device=dev)
+        dest = self._frame_index(head.unsqueeze(1) + 1 + j)
+        scratch = (self._env_ids * (F + 1) + F).unsqueeze(1)
+        dest = torch.where(done.unsqueeze(1), dest, scratch)
+        self._frames_flat.index_put_((dest.reshape(-1),), next_obs.reshape(N * k, c, *hw))
+
+        # Priorities. Writing slot w breaks the stacks of transitions in slots w..w+k-1 (the
+        # oldest in the ring); this step writes head (and head+1..head+k where done).
+        self._ep_len.add_(1)
+        j2 = torch.arange(2 * k, device=dev)
+        clear = self._leaf(head.unsqueeze(1) + j2)
+        clear_mask = (j2 < k) | done.unsqueeze(1)
+        complete, complete_mask = self._complete_leaves(last, done)
+        self._update_leaves(clear, clear_mask, complete, complete_mask)
+
+        self._head.add_(torch.where(done, k + 1, 1)).remainder_(F)
+        self._ep_len.masked_fill_(done, 0)
+        self._steps += 1
+
+    def _check(self, obs, next_obs, final_obs, done) -> None:
+        c = self.channels_per_frame
+        ended = torch.where(done.view(-1, 1, 1, 1), final_obs, next_obs)
+        if not bool((ended[:, :-c] == obs[:, c:]).all()):
+            raise PixelplayError(
+                "replay.add: next obs is not obs shifted by one frame; the replay expects stacks oldest "
+                f"first, newest frame last, with frame_stack={self.frame_stack}"
+            )
+        if self._streaming:
+            stored = self._gather_stacks(self._leaf(self._head - 1))
+            if not bool((stored == obs).all()):
+                raise PixelplayError("replay.add: obs does not continue the stored stream (a skipped step?)")
+
+    def break_streams(self) -> None:
+        """Treat the next ``add``'s obs as new episodes (e.g. after evaluating with the same envs).
+
+        Running episodes are cut as truncations. ``load_state_dict`` does this implicitly.
+        """
+        self._streaming = False
+
+    # ------------------------------------------------------------------ sampling
+
+    def _gather_stacks(self, leaf: torch.Tensor) -> torch.Tensor:
+        """Stacks whose newest frame is at each leaf's slot: (B, C, H, W), one batched gather."""
+        F = self.slots_per_env
+        env, slot = leaf // F, leaf % F
+        frame = env.unsqueeze(1) * (F + 1) + (slot.unsqueeze(1) + self._stack_offsets) % F
+        frames = self._frames_flat.index_select(0, frame.reshape(-1))
+        return frames.view(leaf.shape[0], *self.obs_shape)
+
+    def get(self, index: torch.Tensor) -> ReplayBatch:
+        """Gather the transitions at ``index`` as ``sample`` would, with unit weights.
+
+        Only meaningful for sampleable indices (``sampleable_indices``); used by tests and tools.
+        """
+        index = _as_device(index, self.device, torch.int64).reshape(-1)
+        B, F, n = index.shape[0], self.slots_per_env, self.n_step
+        env, slot = index // F, index % F
+        window = env.unsqueeze(1) * F + (slot.unsqueeze(1) + torch.arange(n, device=self.device)) % F
+        reward = self._reward[window]
+        terminated = self._terminated[window]
+        done = terminated | self._truncated[window]
+        # alive[:, j]: no episode end among steps 0..j-1 of the window, so step j counts.
+        alive = torch.ones((B, n), dtype=torch.bool, device=self.device)
+        if n > 1:
+            alive[:, 1:] = torch.cumprod((~done[:, :-1]).to(torch.int32), 1).bool()
+        ret = (torch.where(alive, reward, 0.0) * self._gamma_pow[:n]).sum(1)
+        steps = alive.sum(1)
+        # n-step target (Sutton & Barto 7.1): bootstrap from the obs `steps` later with gamma^steps,
+        # or not at all when the episode terminated inside the window.
+        terminal = (terminated & alive).any(1)
+        discount = torch.where(terminal, 0.0, self._gamma_pow[steps])
+        next_leaf = env * F + (slot + steps) % F
+        return ReplayBatch(
+            obs=self._gather_stacks(index),
+            action=self._action[index].long(),
+            reward=ret,
+            next_obs=self._gather_stacks(next_leaf),
+            discount=discount,
+            weight=torch.ones(B, dtype=torch.float32, device=self.device),
+            index=index,
+        )
+
+    def sample(
+        self, batch_size: int, beta: float | None = None, generator: torch.Generator | None = None
+    ) -> ReplayBatch:
+        """Draw ``batch_size`` transitions (with replacement) on the device.
+
+        Uniform, or proportional to p**alpha (Schaul et al. 2016, sec. 3.3) with importance-sampling
+        weights w = (N P(i))**-beta divided by the batch's largest weight, as Dopamine's Rainbow
+        and rlpyt do (only scales updates down; no second min-tree needed).
+        """
+        if self._steps < self.n_step:
+            raise PixelplayError(
+                f"replay.sample: only {self._steps} steps added, n_step={self.n_step} needs more; check ready() first"
+            )
+        gen = self._generator if generator is None else generator
+        u = torch.rand(batch_size, dtype=self._tree_dtype, device=self.device, generator=gen)
+        total = self._total
+        leaf = self._descend(u * total)
+        batch = self.get(leaf)
+        if self.prioritized:
+            beta = self.beta if beta is None else beta
+            prob = self._levels[0].index_select(0, leaf) / total
+            weight = (self._count * prob).pow(-beta)
+            batch = batch._replace(weight=(weight / weight.max()).float())
+        return batch
+
+    def update_priorities(self, index: torch.Tensor, td_error: torch.Tensor) -> None:
+        """Set p = |td_error| + eps for sampled indices (no-op for uniform replay).
+
+        Indices whose transitions left the buffer since they were sampled stay empty. Duplicate
+        indices (sampling is with replacement) keep one of their values.
+        """
+        if not self.prioritized:
+            return
+        index = _as_device(index, self.device, torch.int64).reshape(-1)
+        priority = td_error.detach().to(self.device, self._tree_dtype).abs().reshape(-1) + self.priority_eps
+        torch.maximum(self._max_priority, priority.max(), out=self._max_priority)
+        old = self._levels[0].index_select(0, index)
+        self._set_leaves(index, torch.where(old > 0, priority**self.alpha, old))
+
+    # ------------------------------------------------------------------ inspection
+
+    def locate(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(env, step) of buffer indices: the env and the ``add`` call (0-based) that stored them."""
+        index = _as_device(index, self.device, torch.int64)
+        return index // self.slots_per_env, self._step_id[index].long()
+
+    def sampleable_indices(self) -> torch.Tensor:
+        """Every index ``sample`` can return now (a host sync; for tests and tools)."""
+        return torch.nonzero(self._levels[0][: self.capacity] > 0).squeeze(1)
+
+    def priorities(self, index: torch.Tensor) -> torch.Tensor:
+        """p**alpha (prioritized) or 1 (uniform) of buffer indices; 0 where not sampleable."""
+        return self._levels[0][_as_device(index, self.device, torch.int64)]
+
+    # ------------------------------------------------------------------ state
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "num_envs": self.num_envs,
+            "obs_shape": list(self.obs_shape),
+            "frame_stack": self.frame_stack,
+            "n_step": self.n_step,
+            "gamma": self.gamma,
+            "prioritized": self.prioritized,
+            "alpha": self.alpha,
+            "priority_eps": self.priority_eps,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and primitives only, so ``torch.load(weights_only=True)`` reads it.
+
+        The tensors are the buffer's own (no copy), as with ``nn.Module.state_dict``; the tree's
+        inner levels are rebuilt on load from the leaves.
+        """
+        tensors = {name: t for name, t in self._t.items() if not name.startswith("tree") or name == "tree0"}
+        return {
+            "config": self._config(),
+            "tensors": tensors,
+            "steps": self._steps,
+            "rng_state": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict``; the next ``add`` starts new episodes (see ``break_streams``)."""
+        try:
+            config, tensors = state["config"], state["tensors"]
+            steps, rng_state = state["steps"], state["rng_state"]
+        except (KeyError, TypeError):
+            raise PixelplayError("replay state is not a ReplayBuffer.state_dict()") from None
+        mine = self._config()
+        for key, value in mine.items():
+            if config.get(key) != value:
+                raise PixelplayError(
+                    f"saved replay has {key}={config.get(key)!r} but this one has {key}={value!r}; "
+                    "build the buffer with the saved settings or start without the saved replay"
+                )
+        expected = {name: t for name, t in self._t.items() if not name.startswith("tree") or name == "tree0"}
+        if set(tensors) != set(expected):
+            raise PixelplayError(f"saved replay holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+        for name, t in expected.items():
+            src = tensors[name]
+            if tuple(src.shape) != tuple(t.shape) or src.dtype != t.dtype:
+                raise PixelplayError(
+                    f"saved replay tensor '{name}' is {src.dtype} {tuple(src.shape)}, expected {t.dtype} {tuple(t.shape)}"
+                )
+        for name, t in expected.items():
+            t.copy_(tensors[name])
+        self._rebuild_tree()
+        self._steps = int(steps)
+        self._generator.set_state(rng_state)
+        self._streaming = False

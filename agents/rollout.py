@@ -1,0 +1,110 @@
+"""On-policy rollout storage on the training device, and generalised advantage estimation.
+
+One rollout is ``num_steps`` vector steps of ``num_envs`` envs, stored as preallocated tensors
+of shape (T, N, ...) on the device; observations stay uint8 until the network scales them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class RolloutBatch(NamedTuple):
+    """A flat minibatch of transitions for the actor-critic update."""
+
+    obs: torch.Tensor
+    """uint8 (B, C, H, W)"""
+    action: torch.Tensor
+    """int64 (B,)"""
+    logprob: torch.Tensor
+    """float32 (B,): log-probability of ``action`` under the policy that collected it"""
+    value: torch.Tensor
+    """float32 (B,): the critic's value when collected (for value clipping)"""
+    advantage: torch.Tensor
+    """float32 (B,)"""
+    ret: torch.Tensor
+    """float32 (B,): the value target, advantage + value"""
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16), backwards over time.
+
+    ``dones[t]`` is true when the episode ended after action t (terminated or truncated); there the
+    chain is cut. A truncation's bootstrap value must already be folded into ``rewards[t]`` (the
+    env resets in the same step, so ``values[t + 1]`` belongs to the next episode).
+    ``last_value`` is V(s_T), the value of the observation after the final step.
+    Returns ``(advantages, returns)``, both (T, N).
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(last_value)
+    next_value = last_value
+    not_done = 1.0 - dones.float()
+    for t in reversed(range(num_steps)):
+        delta = rewards[t] + gamma * next_value * not_done[t] - values[t]
+        next_advantage = delta + gamma * gae_lambda * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+        next_value = values[t]
+    return advantages, advantages + values
+
+
+class RolloutStorage:
+    """Fixed-size (T, N) buffers, filled one vector step at a time, emptied by each update."""
+
+    def __init__(self, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], device: torch.device):
+        self.num_steps, self.num_envs = num_steps, num_envs
+        self.obs = torch.zeros((num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros((num_steps, num_envs), dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((num_steps, num_envs), device=device)
+        self.values = torch.zeros((num_steps, num_envs), device=device)
+        self.rewards = torch.zeros((num_steps, num_envs), device=device)
+        self.dones = torch.zeros((num_steps, num_envs), dtype=torch.bool, device=device)
+        self.step = 0
+
+    @property
+    def full(self) -> bool:
+        return self.step == self.num_steps
+
+    def add(self, obs, action, logprob, value, reward, done) -> None:
+        t = self.step
+        self.obs[t].copy_(obs)
+        self.actions[t].copy_(action)
+        self.logprobs[t].copy_(logprob)
+        self.values[t].copy_(value)
+        self.rewards[t].copy_(reward)
+        self.dones[t].copy_(done)
+        self.step += 1
+
+    def minibatches(
+        self,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        minibatch_size: int,
+        generator: torch.Generator | None = None,
+    ):
+        """Yield shuffled minibatches over the flattened rollout (one epoch)."""
+        total = self.num_steps * self.num_envs
+        flat = (
+            self.obs.reshape(total, *self.obs.shape[2:]),
+            self.actions.reshape(total),
+            self.logprobs.reshape(total),
+            self.values.reshape(total),
+            advantages.reshape(total),
+            returns.reshape(total),
+        )
+        order = torch.randperm(total, device=self.obs.device, generator=generator)
+        for start in range(0, total, minibatch_size):
+            index = order[start : start + minibatch_size]
+            yield RolloutBatch(*(tensor[index] for tensor in flat))
+
+    def clear(self) -> None:
+        self.step = 0
