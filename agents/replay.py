@@ -102,7 +102,9 @@ def _free_memory_bytes(device: torch.device) -> int | None:
 
 
 def _as_device(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=True)
+    # Asynchronous only towards an accelerator: a non-blocking copy *to* the host can be read
+    # before it lands.
+    return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
 
 
 class ReplayBuffer:
@@ -153,7 +155,9 @@ class ReplayBuffer:
         if num_envs < 1:
             raise PixelplayError(f"num_envs must be >= 1, got {num_envs}")
         if prioritized and priority_eps <= 0:
-            raise PixelplayError("priority_eps must be > 0, or transitions with zero TD error are never replayed")
+            raise PixelplayError(
+                "priority_eps must be > 0, or transitions with zero TD error are never replayed"
+            )
         self.device = torch.device(device)
         self.num_envs = int(num_envs)
         self.obs_shape = obs_shape
@@ -180,7 +184,9 @@ class ReplayBuffer:
         self.capacity = self.slots_per_env * self.num_envs
 
         plan = self._plan()
-        need = sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in plan.values())
+        need = sum(
+            math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in plan.values()
+        )
         free = _free_memory_bytes(self.device)
         if free is not None and need > free:
             raise PixelplayError(
@@ -206,7 +212,9 @@ class ReplayBuffer:
         self._max_priority = t["max_priority"]  # () largest |td| + eps seen (Schaul et al. 2016)
         self._max_priority.fill_(1.0)
         self._env_ids = torch.arange(self.num_envs, device=self.device)
-        self._gamma_pow = torch.tensor([self.gamma**i for i in range(n + 1)], dtype=torch.float32, device=self.device)
+        self._gamma_pow = torch.tensor(
+            [self.gamma**i for i in range(n + 1)], dtype=torch.float32, device=self.device
+        )
         self._stack_offsets = torch.arange(-k + 1, 1, device=self.device)
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed)
@@ -427,9 +435,11 @@ class ReplayBuffer:
         shape = (N, *self.obs_shape)
         for name, x in (("obs", obs), ("next_obs", next_obs), ("final_obs", final_obs)):
             if tuple(x.shape) != shape or x.dtype != torch.uint8:
-                raise PixelplayError(f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}")
+                raise PixelplayError(
+                    f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}"
+                )
         dev = self.device
-        obs, next_obs, final_obs = (x.to(dev, non_blocking=True) for x in (obs, next_obs, final_obs))
+        obs, next_obs, final_obs = (_as_device(x, dev, torch.uint8) for x in (obs, next_obs, final_obs))
         action = _as_device(action, dev, torch.int32).reshape(N)
         reward = _as_device(reward, dev, torch.float32).reshape(N)
         truncated = _as_device(truncated, dev, torch.bool).reshape(N)

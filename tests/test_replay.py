@@ -20,7 +20,10 @@ from agents import replay as replay_module
 from agents.replay import ReplayBatch, ReplayBuffer
 from envs.errors import PixelplayError
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+]
 
 
 class FakeVecEnv:
@@ -151,6 +154,13 @@ class Reference:
         return out
 
 
+def add_one(buf, obs, nxt, action=0, reward=0.0, terminated=False, final=None):
+    """One single-env step (no truncation) from (1, C, H, W) frames."""
+    final = nxt if final is None else final
+    flags = torch.tensor([terminated]), torch.tensor([False])
+    buf.add(obs, torch.tensor([action]), torch.tensor([reward]), *flags, nxt, final)
+
+
 def drive(buf, env, ref, steps, obs=None):
     obs = env._obs() if obs is None else obs
     for _ in range(steps):
@@ -199,7 +209,15 @@ def test_matches_bruteforce_reference(device, n_step, capacity, padding, priorit
     gamma = 0.9
     env = FakeVecEnv(num_envs=3, k=4, padding=padding, seed=n_step * 100 + capacity)
     buf = ReplayBuffer(
-        capacity, 3, env.obs_shape, 4, device, n_step=n_step, gamma=gamma, prioritized=prioritized, check_stacks=True
+        capacity,
+        3,
+        env.obs_shape,
+        4,
+        device,
+        n_step=n_step,
+        gamma=gamma,
+        prioritized=prioritized,
+        check_stacks=True,
     )
     ref = Reference(3, 4, buf.slots_per_env)
     drive(buf, env, ref, 150)
@@ -224,7 +242,7 @@ def test_nstep_hand_worked():
     for t, (r, term) in enumerate([(1, False), (2, False), (4, False), (8, True)]):
         nxt = frames[9] if term else frames[t + 1]  # frame 9 opens the next episode
         final = frames[t + 1]
-        buf.add(frames[t], torch.tensor([t]), torch.tensor([r]), torch.tensor([term]), torch.tensor([False]), nxt, final)
+        add_one(buf, frames[t], nxt, action=t, reward=r, terminated=term, final=final)
     index = buf.sampleable_indices()
     assert buf.locate(index)[1].tolist() == [0, 1, 2, 3]
     batch = buf.get(index)
@@ -247,7 +265,7 @@ def _filled(n_transitions, **kwargs):
     for t in range(n_transitions):
         obs = torch.full((1, 1, 2, 2), t, dtype=torch.uint8)
         nxt = torch.full((1, 1, 2, 2), t + 1, dtype=torch.uint8)
-        buf.add(obs, torch.tensor([t]), torch.tensor([0.0]), torch.tensor([False]), torch.tensor([False]), nxt, nxt)
+        add_one(buf, obs, nxt, action=t)
     return buf
 
 
@@ -309,7 +327,7 @@ def test_priorities_and_weights_hand_worked():
     # The next transition enters with the largest priority seen: 4 + eps.
     obs = torch.full((1, 1, 2, 2), 4, dtype=torch.uint8)
     nxt = torch.full((1, 1, 2, 2), 5, dtype=torch.uint8)
-    buf.add(obs, torch.tensor([0]), torch.tensor([0.0]), torch.tensor([False]), torch.tensor([False]), nxt, nxt)
+    add_one(buf, obs, nxt)
     new = buf.sampleable_indices()[-1:]
     assert buf.priorities(new).tolist() == pytest.approx([4 + eps])
     assert float(buf._total) == pytest.approx(10 + 4 * eps + 4 + eps)
@@ -347,7 +365,10 @@ def test_atari_memory_per_transition(prioritized):
 
 def test_refuses_buffer_larger_than_free_memory(monkeypatch):
     monkeypatch.setattr(replay_module, "_free_memory_bytes", lambda device: 2 * 10**9)
-    with pytest.raises(PixelplayError, match=r"replay of 1,000,000 transitions needs 7\.1 GB but only 2\.0 GB is free on cpu; lower --buffer-size"):
+    with pytest.raises(
+        PixelplayError,
+        match=r"replay of 1,000,000 transitions needs 7\.1 GB but only 2\.0 GB is free on cpu; lower --buffer-size",
+    ):
         ReplayBuffer(1_000_000, 1, (4, 84, 84), 4, "cpu")
 
 
@@ -361,7 +382,7 @@ def test_refuses_newest_first_stacks():
     obs = torch.arange(8, dtype=torch.uint8).view(1, 2, 2, 2)
     nxt = torch.cat([torch.full((1, 1, 2, 2), 99, dtype=torch.uint8), obs[:, :1]], 1)  # newest first
     with pytest.raises(PixelplayError, match="newest frame last"):
-        buf.add(obs, torch.tensor([0]), torch.tensor([0.0]), torch.tensor([False]), torch.tensor([False]), nxt, nxt)
+        add_one(buf, obs, nxt)
 
 
 def test_state_dict_round_trip_and_resume():
@@ -371,7 +392,8 @@ def test_state_dict_round_trip_and_resume():
     buf = ReplayBuffer(3 * 40, 3, env.obs_shape, 4, "cpu", seed=5, **kwargs)
     ref = Reference(3, 4, buf.slots_per_env)
     drive(buf, env, ref, 90)
-    buf.update_priorities(*(lambda b: (b.index, torch.rand(b.index.shape)))(buf.sample(64)))
+    drawn = buf.sample(64)
+    buf.update_priorities(drawn.index, torch.rand(drawn.index.shape))
 
     blob = io.BytesIO()
     torch.save(buf.state_dict(), blob)

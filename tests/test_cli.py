@@ -1,0 +1,135 @@
+"""train.py end to end: run directories, --resume, repeatability, and clear errors on bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from agents.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_PPO = ["--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1", "--no-progress"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_breakout_run_directory_then_resume(tmp_path):
+    run_dir = tmp_path / "breakout"
+    args = ["--algo", "ppo", "--env", "breakout", "--num-envs", "2", "--total-steps", "256", "--run-dir",
+            str(run_dir), "--env-backend", "gymnasium", *SMALL_PPO]
+    assert train.main(args) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["env"] == "breakout" and config["algo"]["num_steps"] == 32
+    metrics = _rows(run_dir / "metrics.csv")
+    assert [int(r["global_step"]) for r in metrics] == [64, 128, 192, 256]
+    assert {"losses/policy", "losses/value", "losses/entropy", "charts/steps_per_second"} <= set(metrics[0])
+    assert (run_dir / "episodes.csv").read_text().startswith("global_step,wall_time,env,return,length")
+    assert (run_dir / "wandb").is_dir(), "wandb (offline) should log into the run directory"
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["global_step"] == 256 and checkpoint["algo"] == "ppo"
+
+    # --resume continues from step 256 to 384 and appends to the CSVs.
+    assert train.main(["--resume", str(run_dir), "--total-steps", "384", "--no-track", "--no-progress"]) == 0
+    metrics = _rows(run_dir / "metrics.csv")
+    assert [int(r["global_step"]) for r in metrics] == [64, 128, 192, 256, 320, 384]
+    assert (run_dir / "metrics.csv").read_text().count("global_step") == 1  # one header
+    assert load_checkpoint(run_dir)["global_step"] == 384
+    assert len(list((run_dir / "checkpoints").glob("step_*.pt"))) <= 3
+
+
+def test_same_seed_gives_same_first_ten_updates(tmp_path):
+    losses = []
+    for name in ("a", "b"):
+        run_dir = tmp_path / name
+        args = ["--env", "doom-basic", "--num-envs", "2", "--total-steps", str(10 * 64), "--seed", "7",
+                "--run-dir", str(run_dir), "--no-track", *SMALL_PPO]
+        assert train.main(args) == 0
+        rows = _rows(run_dir / "metrics.csv")
+        assert len(rows) == 10
+        losses.append([(r["losses/policy"], r["losses/value"], r["losses/entropy"]) for r in rows])
+    assert losses[0] == losses[1]
+
+
+def test_deathmatch_run_directory(tmp_path):
+    run_dir = tmp_path / "dm"
+    args = ["--env", "doom-deathmatch", "--num-envs", "1", "--total-steps", "256", "--bots", "2",
+            "--run-dir", str(run_dir), "--no-track", *SMALL_PPO]
+    assert train.main(args) == 0
+    assert (run_dir / "episodes.csv").read_text().startswith(
+        "global_step,wall_time,env,return,length,kills,deaths,suicides,objects")
+    assert len(_rows(run_dir / "metrics.csv")) == 8
+    assert load_checkpoint(run_dir)["env_id"] == "doom-deathmatch"
+
+
+def test_bad_env_exits_non_zero_with_one_clear_line():
+    result = _cli("--env", "brekout", "--no-track")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        result.stderr.strip().splitlines()[0]
+    ] and "unknown env 'brekout'; did you mean 'breakout'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_envs_and_hyperparameters():
+    result = _cli("--algo", "dqn", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "doom-deathmatch" in text and "--double-dqn" in text and "--buffer-size" in text
+    assert "Double DQN: the online net picks the next action" in text
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "episodes.csv").write_text("precious\n")
+    assert train.main(["--run-dir", str(run_dir), "--no-track", "--total-steps", "64"]) == 2
+    assert (run_dir / "episodes.csv").read_text() == "precious\n"
+
+
+def test_resume_from_corrupt_checkpoint_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "corrupt"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": "doom-basic"}, "algo": {}}))
+    (run_dir / "checkpoints" / "latest.pt").write_bytes(b"not a checkpoint at all")
+    assert train.main(["--resume", str(run_dir), "--no-track"]) == 2
+    assert "not a readable pixelplay checkpoint" in capsys.readouterr().err
+    assert (run_dir / "checkpoints" / "latest.pt").read_bytes() == b"not a checkpoint at all"
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, capsys):
+    from agents.checkpoint import atomic_torch_save, make_payload
+
+    run_dir = tmp_path / "mismatch"
+    (run_dir / "config.json").parent.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": "doom-basic", "total_steps": 128,
+                                                              "num_envs": 1}, "algo": {}}))
+    atomic_torch_save(make_payload("ppo", "doom-basic", {}, {}, (4, 84, 84), 18, 64, {"net": {}}),
+                      run_dir / "checkpoints" / "latest.pt")
+    assert train.main(["--resume", str(run_dir), "--no-track", "--no-progress"]) == 2
+    assert "was saved for observations (4, 84, 84) and 18 actions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--algo", "sac", "unknown algorithm 'sac'"),
+    ("--network", "resnet", "unknown network 'resnet'"),
+    ("--device", "cuda", "no CUDA device"),
+])
+def test_other_bad_input(flag, value, message, capsys, tmp_path):
+    if flag == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = train.main([flag, value, "--no-track", "--total-steps", "64", "--run-dir", str(tmp_path / "r")])
+    assert code == 2
+    assert message in capsys.readouterr().err
