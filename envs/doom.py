@@ -12,14 +12,16 @@ the last step; see ``shared/reference/measured-here.md``). Each env is one `Doom
 * reward: ``reward_scale * scenario reward + shaping`` while training; the raw scenario reward when
   ``training=False``. For ``deathmatch`` the scenario reward is the change of the frag count
   (kills minus suicides: the ViZDoom competitions' score);
-* ``terminated``: death or the scenario's own end; ``truncated``: the episode timeout only;
+* ``terminated``: death or the scenario's own end; ``truncated``: the episode timeout only (in a
+  deathmatch the player respawns, so a match only ever ends truncated). ViZDoom has no screen
+  once an episode has finished, so the observation of that last step repeats the last frames;
 * on the step that ends an episode, ``info[EPISODE_INFO_KEY]`` holds the raw return, the length
   in agent steps and the DOOM table statistics (`envs.doom_stats`).
 
 `make_doom_vec` (called by `envs.make_vec_env`) puts ``num_envs`` of them behind a `GymVecEnv`.
-The eval harness builds `DoomEnv` directly for native-resolution video, engine demos (``.lmp``),
-several agents in one match (``players``/``join``/``port``) and a human at the keyboard
-(``human=True``).
+The eval harness builds `DoomEnv` directly for native-resolution video (``render_native``),
+engine demos of single-player scenarios (``record_lmp``), several agents in one match
+(``players``/``join``/``port``) and a human at the keyboard (``human=True``).
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ class DoomScenario:
     """Buttons held on every action (e.g. SPEED: always run)."""
     screen_resolution: str = "RES_160X120"
     """Resolution the engine renders at; observations are resized down from it."""
-    obs_size: tuple[int, int] = (64, 64)
-    """Observation (H, W) after an INTER_AREA resize."""
+    obs_size: tuple[int, int] = (68, 68)
+    """Observation (H, W) after an INTER_AREA resize. 68: the size nearest the 64x64 that learns
+    basic fast (measured-here.md) that the Nature CNN tiles exactly (68 -> 16 -> 7 -> 5; 64 gives
+    15 -> 6.5, which agents.networks refuses); 84 (Atari's) also tiles."""
     grey: bool = True
     """Grey frames (1 channel each) or RGB (3 channels each)."""
     frame_skip: int = 4
@@ -91,6 +95,17 @@ class DoomScenario:
     render_crosshair: bool = False
     """Draw the crosshair into the frames (helps aiming where the agent must hit players)."""
 
+    def __post_init__(self) -> None:
+        unknown = set(self.game_variables) - set(TRACKED_VARIABLES)
+        if unknown:
+            raise ValueError(f"game_variables outside TRACKED_VARIABLES: {sorted(unknown)}")
+        if self.reward_source not in ("game", "frags"):
+            raise ValueError(f"reward_source must be 'game' or 'frags', got {self.reward_source!r}")
+        if self.reward_source == "frags" and "FRAGCOUNT" not in self.game_variables:
+            raise ValueError("reward_source 'frags' needs FRAGCOUNT in game_variables")
+        if not self.actions:
+            raise ValueError("a scenario needs at least one action")
+
     @property
     def frame_channels(self) -> int:
         """Channels per stacked frame: 1 (grey) or 3 (RGB)."""
@@ -118,10 +133,10 @@ _SINGLE_PLAYER_VARIABLES = ("KILLCOUNT", "DEATHCOUNT", "HEALTH", "ARMOR")
 # table (sf_examples/vizdoom/doom/doom_utils.py, DOOM_ENVS) for reward scales (basic and
 # deadly_corridor x0.01), frame skip 4 and the gathering shaping (a reward for each health rise,
 # as in arXiv:1904.01806); Lample & Chaplot 2017 (glample/Arnold) for deathmatch against bots;
-# shared/reference/measured-here.md for 64x64 grey on basic and colour + shaping for gathering.
+# shared/reference/measured-here.md for small grey frames on basic and colour + shaping for gathering.
 SCENARIOS: dict[str, DoomScenario] = {
     # Shoot the one monster: +106 on a kill, -5 per missed shot, -1 per tic; 300-tic timeout.
-    # The 3 single buttons of ViZDoom's own examples. 64x64 grey learns fast (measured-here.md).
+    # The 3 single buttons of ViZDoom's own examples. Small grey frames learn fast (measured-here.md).
     "basic": DoomScenario(
         config="basic.cfg",
         actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)),
@@ -246,7 +261,9 @@ _OPTIONS: dict[str, str] = {
 }
 """Options `DoomEnv` and `make_doom_vec` accept, with a one-line meaning each."""
 
-_DEATHMATCH_OPTIONS = frozenset({"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset"})
+_DEATHMATCH_OPTIONS = frozenset(
+    {"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset"}
+)
 
 
 def _vizdoom():
@@ -261,11 +278,13 @@ def _cv2():
     try:
         import cv2
     except ImportError as err:  # pragma: no cover
-        raise MissingDependencyError(f"OpenCV is not installed ({err}); pip install opencv-python-headless") from err
+        raise MissingDependencyError(
+            f"OpenCV is not installed ({err}); pip install opencv-python-headless"
+        ) from err
     return cv2
 
 
-def get_scenario(name: str) -> DoomScenario:
+def get_scenario(name: str | DoomScenario) -> DoomScenario:
     """The scenario called ``name``, or `EnvError` naming the closest one."""
     if isinstance(name, DoomScenario):
         return name
@@ -347,10 +366,19 @@ class DoomEnv(gym.Env):
         self.grey = bool(opt("grey", spec.grey))
         self.render_native = bool(opt("render_native", False))
         self.screen_resolution = str(opt("screen_resolution", spec.screen_resolution))
+        _resolution(_vizdoom(), self.screen_resolution)  # refuse a bad one here, not in a worker
         self.reward_scale = float(opt("reward_scale", spec.reward_scale))
         self.record_lmp: str | None = opt("record_lmp")
+        if self.record_lmp and spec.deathmatch:
+            # ViZDoom records a multiplayer game only through "-record" for the first match
+            # (new_episode then hung here), and built-in bots desynchronise the replay (ViZDoom's
+            # examples/python/record_multiplayer.py).
+            raise EnvError(
+                "record_lmp is not supported for deathmatch: ViZDoom cannot record multiplayer "
+                "matches with bots faithfully; record video from render() (render_native=True) instead"
+            )
         self.human = bool(opt("human", False))
-        self.window_visible = bool(opt("window_visible", self.human))
+        self.window_visible = self.human or bool(opt("window_visible", False))
         self.render_hud = opt("render_hud")
         self.doom_skill = opt("doom_skill")
         if self.doom_skill is not None and not 1 <= int(self.doom_skill) <= 5:
@@ -382,7 +410,9 @@ class DoomEnv(gym.Env):
         self.player_name = str(opt("player_name", f"AI{rank}" if rank else "AI"))
         self.colorset = int(opt("colorset", 0))
         if self.bots < 0 or self.players < 1:
-            raise EnvError(f"bots must be >= 0 and players >= 1, got bots={self.bots}, players={self.players}")
+            raise EnvError(
+                f"bots must be >= 0 and players >= 1, got bots={self.bots}, players={self.players}"
+            )
         if self.bots + self.players > 16:
             raise EnvError(f"a Doom match holds at most 16 players, got {self.players} + {self.bots} bots")
         if not 1 <= self.port <= 65535:
@@ -407,6 +437,7 @@ class DoomEnv(gym.Env):
             for name in (*action, *spec.held_buttons):
                 row[index[name]] = 1.0
             self._action_table.append(row)
+        self._noop = [0.0] * len(buttons)
         self.action_names = ["+".join(a) if a else "NOOP" for a in spec.actions]
 
         self._channels = 1 if self.grey else 3
@@ -534,14 +565,25 @@ class DoomEnv(gym.Env):
             game.new_episode()
         self._episodes += 1
         if self.is_host and self.bots:
-            # Bots leave with every new map; they join one at a time over the next tics.
+            # Bots leave with every new map (Arnold re-adds them the same way).
             game.send_game_command("removebots")
             for _ in range(self.bots):
                 game.send_game_command("addbot")
+        if self.scenario.deathmatch:
+            # On this map the bots all join on the next tic (PLAYER_COUNT 1 -> 8 in one tic with
+            # 7) and one often spawns onto the player: a telefrag in half the matches with 7 bots.
+            # Play that tic before the episode starts, so no match opens with a death nobody
+            # could avoid (a respawn takes ~37 tics of the match).
+            if self.human:
+                game.advance_action(1)
+            else:
+                game.make_action(self._noop, 1)
+            if game.is_player_dead():
+                game.respawn_player()
         state = game.get_state()
         values = self._read_variables(state)
         self._last = values
-        self.tracker.reset(dict(zip(self._variables, values)))
+        self.tracker.reset(dict(zip(self._variables, values, strict=True)))
         self._raw_return = 0.0
         self._length = 0
         if state is not None:
@@ -565,7 +607,7 @@ class DoomEnv(gym.Env):
         tracker = self.tracker
         stats = tracker.stats
         before = (stats.deaths, stats.objects)
-        tracker.update(dict(zip(self._variables, values)))
+        tracker.update(dict(zip(self._variables, values, strict=True)))
         dead = game.is_player_dead()
         deathmatch = self.scenario.deathmatch
         if finished and dead and not deathmatch and stats.deaths == before[0]:
@@ -597,7 +639,11 @@ class DoomEnv(gym.Env):
             # only the timeout ends a match (the player respawns), even one that finds it dead.
             truncated = (deathmatch or not dead) and game.is_episode_timeout_reached()
             terminated = not truncated
-            info[EPISODE_INFO_KEY] = {"return": float(self._raw_return), "length": self._length, **stats.as_dict()}
+            info[EPISODE_INFO_KEY] = {
+                "return": float(self._raw_return),
+                "length": self._length,
+                **stats.as_dict(),
+            }
             # ViZDoom has no state once an episode has finished: final_obs repeats the last frames.
         else:
             if dead and deathmatch and not self.human:
@@ -653,11 +699,13 @@ def make_doom_vec(
         if options.get("players", 1) > 1 or options.get("join"):
             raise EnvError("a match with several players (players > 1 or join) takes num_envs=1 per player")
         if options.get("record_lmp") and "{rank}" not in str(options["record_lmp"]):
-            raise EnvError("record_lmp with num_envs > 1 must contain '{rank}' so the envs write different files")
+            raise EnvError(
+                "record_lmp with num_envs > 1 must contain '{rank}' so the envs write different files"
+            )
     # Fail here, in this process, on a bad option rather than in a worker.
     DoomEnv(spec, seed=seed, training=training, **options)
     fns = [
         functools.partial(DoomEnv, spec, seed=seed + rank, training=training, rank=rank, **options)
         for rank in range(num_envs)
     ]
-    return GymVecEnv(fns, device)
+    return GymVecEnv(fns, device, frame_stack=int(options.get("frame_stack", spec.frame_stack)))

@@ -111,7 +111,8 @@ class GymVecEnv(VecEnv):
     puts the game's record in ``info[EPISODE_INFO_KEY]`` (a flat dict of numbers).
     """
 
-    def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None):
+    def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None,
+                 frame_stack: int = 1):
         if asynchronous is None:
             asynchronous = len(env_fns) > 1
         mode = gym.vector.AutoresetMode.SAME_STEP
@@ -125,6 +126,7 @@ class GymVecEnv(VecEnv):
         self.single_observation_space = self.envs.single_observation_space
         self.single_action_space = self.envs.single_action_space
         self.device = torch.device(device)
+        self.frame_stack = frame_stack
 
     def _reset(self, seed):
         obs, _ = self.envs.reset(seed=seed)

@@ -1,0 +1,260 @@
+"""ViZDoom envs on the real engine: shapes, episode ends, seeds, deathmatch stats, errors.
+
+Fast (well under a minute in all): short timeouts force episode ends.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("vizdoom")
+pytest.importorskip("cv2")
+
+from envs import EnvError, MissingDependencyError, make_vec_env  # noqa: E402
+from envs.doom import SCENARIOS, DoomEnv, get_scenario  # noqa: E402
+from envs.vec import EPISODE_INFO_KEY  # noqa: E402
+
+STAT_KEYS = ("kills", "deaths", "suicides", "objects", "frags", "kd_ratio")
+
+
+def _check_record(record: dict) -> None:
+    assert {"return", "length", *STAT_KEYS} <= set(record)
+    assert record["length"] >= 1
+    for key in ("kills", "deaths", "suicides", "objects"):
+        assert record[key] >= 0 and record[key] == int(record[key])
+    assert record["suicides"] <= record["deaths"]  # a suicide is a death too
+    assert record["frags"] == record["kills"] - record["suicides"]
+    assert record["kd_ratio"] == pytest.approx(record["kills"] / max(1, record["deaths"]))
+
+
+def test_basic_vec_env_shapes_and_timeout_is_truncation():
+    # 40 tics at frame skip 4: at most 10 steps, and a random policy rarely kills in time.
+    env = make_vec_env("doom-basic", 2, seed=0, episode_timeout=40)
+    try:
+        assert env.obs_shape == (4, 68, 68) and env.num_actions == 3
+        obs = env.reset(seed=0)
+        assert obs.dtype == torch.uint8 and tuple(obs.shape) == (2, 4, 68, 68)
+        records, truncated_lengths = [], []
+        for _ in range(60):
+            res = env.step(torch.randint(env.num_actions, (2,)))
+            assert res.obs.dtype == torch.uint8 and tuple(res.obs.shape) == (2, 4, 68, 68)
+            assert tuple(res.final_obs.shape) == (2, 4, 68, 68)
+            assert not (res.terminated & res.truncated).any()
+            done = res.terminated | res.truncated
+            assert {e["env"] for e in res.episodes} == set(torch.nonzero(done).flatten().tolist())
+            for record in res.episodes:
+                _check_record(record)
+                assert record["length"] <= 10
+                if res.truncated[record["env"]]:
+                    truncated_lengths.append(record["length"])
+                else:  # the monster died: its kill is in the record
+                    assert record["kills"] == 1
+            records += res.episodes
+        assert len(records) >= 10
+        assert truncated_lengths and set(truncated_lengths) == {10}
+    finally:
+        env.close()
+
+
+def test_death_is_terminated_and_counted_once():
+    env = DoomEnv("take_cover", seed=0)  # no timeout: only a fireball ends it
+    env.reset()
+    for _ in range(3000):
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        if terminated or truncated:
+            break
+    assert terminated and not truncated
+    record = info[EPISODE_INFO_KEY]
+    _check_record(record)
+    assert record["deaths"] == 1
+    # +1 per tic alive, 4 tics a step; the fatal step ends at the death tic.
+    assert 4 * (record["length"] - 1) < record["return"] <= 4 * record["length"]
+    env.close()
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_every_scenario_steps(name):
+    env = DoomEnv(name, seed=1, episode_timeout=60, bots=1) if name == "deathmatch" else DoomEnv(name, seed=1)
+    obs, _ = env.reset()
+    assert env.observation_space.contains(obs)
+    assert obs.shape == get_scenario(name).obs_shape
+    for _ in range(5):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs) and isinstance(reward, float)
+    env.close()
+
+
+def _rollout(seed: int, steps: int = 40):
+    env = make_vec_env("doom-defend-the-center", 2, seed=seed)
+    rng = np.random.default_rng(0)
+    try:
+        out = [env.reset(seed=seed).clone()]
+        rewards = []
+        for _ in range(steps):
+            res = env.step(torch.as_tensor(rng.integers(env.num_actions, size=2)))
+            out.append(res.obs.clone())
+            rewards.append(res.reward.clone())
+        return torch.stack(out), torch.stack(rewards)
+    finally:
+        env.close()
+
+
+def test_same_seed_reproduces():
+    obs_a, rew_a = _rollout(seed=3)
+    obs_b, rew_b = _rollout(seed=3)
+    assert torch.equal(obs_a, obs_b) and torch.equal(rew_a, rew_b)
+    obs_c, _ = _rollout(seed=4)
+    assert not torch.equal(obs_a, obs_c)
+
+
+def test_reset_with_seed_replays_an_episode():
+    env = DoomEnv("basic", seed=0)
+    actions = np.random.default_rng(1).integers(3, size=15)
+
+    def play(seed):
+        frames = [env.reset(seed=seed)[0]]
+        for a in actions:
+            obs, reward, terminated, truncated, _ = env.step(a)
+            frames.append(obs)
+            if terminated or truncated:
+                break
+        return np.stack(frames)
+
+    first = play(11)
+    play(None)  # the game moves on
+    assert np.array_equal(first, play(11))
+    env.close()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_deathmatch_with_bots(training):
+    env = make_vec_env("doom-deathmatch", 1, seed=0, training=training, bots=2, episode_timeout=300)
+    try:
+        assert env.obs_shape == (12, 84, 84)
+        env.reset(seed=0)
+        records, total = [], 0.0
+        for _ in range(200):
+            res = env.step(torch.randint(env.num_actions, (1,)))
+            assert not res.terminated.any()  # a match only ends by its timeout
+            total += res.reward.item()
+            records += res.episodes
+            if res.episodes:
+                assert res.truncated.all()
+                break
+        assert len(records) == 1
+        record = records[0]
+        _check_record(record)
+        assert 40 <= record["length"] <= 76  # 300 tics / 4; a respawn takes ~37 tics
+        assert record["return"] == record["frags"]  # the deathmatch score
+        if not training:
+            assert total == pytest.approx(record["return"])
+    finally:
+        env.close()
+
+
+def test_deathmatch_stats_and_native_render():
+    env = DoomEnv(
+        "deathmatch", seed=2, bots=3, episode_timeout=200, render_native=True, screen_resolution="320x240"
+    )
+    obs, _ = env.reset()
+    assert obs.shape == (12, 84, 84)
+    assert env.render().shape == (240, 320, 3)
+    assert env.stats() == {s: 0 for s in STAT_KEYS}
+    for _ in range(10):
+        env.step(env.action_space.sample())
+    stats = env.stats()
+    assert set(stats) == set(STAT_KEYS) and stats["suicides"] <= stats["deaths"]
+    env.close()
+
+
+def test_record_lmp_replays(tmp_path):
+    import vizdoom as vzd
+
+    path = tmp_path / "basic.lmp"
+    env = DoomEnv("basic", seed=5, record_lmp=str(path))
+    env.reset()
+    rng = np.random.default_rng(0)
+    while True:
+        _, _, terminated, truncated, info = env.step(rng.integers(3))
+        if terminated or truncated:
+            break
+    env.close()  # the engine writes the demo when the episode is left
+    game = vzd.DoomGame()
+    game.load_config(os.path.join(vzd.scenarios_path, "basic.cfg"))
+    game.set_window_visible(False)
+    game.init()
+    game.replay_episode(str(path))
+    while not game.is_episode_finished():
+        game.advance_action()
+    assert game.get_total_reward() == pytest.approx(info[EPISODE_INFO_KEY]["return"])
+    game.close()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _play_match(options: dict, queue) -> None:
+    env = DoomEnv("deathmatch", seed=0, episode_timeout=200, connect_timeout=20, **options)
+    env.reset()
+    for _ in range(100):
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        if terminated or truncated:
+            queue.put((options.get("join", False), truncated, info[EPISODE_INFO_KEY]["length"]))
+            break
+    env.close()
+
+
+def test_two_agents_share_a_match():
+    port = _free_udp_port()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_play_match, args=(dict(players=2, port=port, bots=1), queue)),
+        ctx.Process(target=_play_match, args=(dict(join=True, port=port, player_name="Guest"), queue)),
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    results = sorted(queue.get(timeout=1) for _ in procs)
+    assert [r[0] for r in results] == [False, True]
+    assert all(truncated and length > 10 for _, truncated, length in results)
+
+
+def test_errors_name_the_fix(monkeypatch):
+    with pytest.raises(EnvError, match="did you mean 'doom-basic'"):
+        make_vec_env("doom-basik", 1, seed=0)
+    with pytest.raises(EnvError, match="did you mean 'defend_the_center'"):
+        get_scenario("defend_the_centre")
+    with pytest.raises(EnvError, match="'botz'.*did you mean 'bots'"):
+        make_vec_env("doom-deathmatch", 1, seed=0, botz=2)
+    with pytest.raises(EnvError, match="'bots' only applies to the deathmatch"):
+        make_vec_env("doom-basic", 1, seed=0, bots=2)
+    with pytest.raises(EnvError, match="screen_resolution"):
+        DoomEnv("basic", screen_resolution="123x45").reset()
+    with pytest.raises(EnvError, match="record_lmp is not supported for deathmatch"):
+        DoomEnv("deathmatch", record_lmp="match.lmp")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(MissingDependencyError, match="display"):
+        DoomEnv("deathmatch", human=True)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_default_observations_fit_the_nature_cnn(name):
+    from agents.networks import NatureCNN
+
+    env = DoomEnv(name)  # no game is started before reset
+    NatureCNN(env.observation_space)  # refuses sizes whose strided convs do not tile
