@@ -102,7 +102,8 @@ def test_existing_run_is_never_overwritten(tmp_path):
 def test_resume_from_corrupt_checkpoint_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "corrupt"
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": "doom-basic"}, "algo": {}}))
+    (run_dir / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": "doom-basic", "total_steps": 128,
+                                                              "num_envs": 1}, "algo": {}}))
     (run_dir / "checkpoints" / "latest.pt").write_bytes(b"not a checkpoint at all")
     assert train.main(["--resume", str(run_dir), "--no-track"]) == 2
     assert "not a readable pixelplay checkpoint" in capsys.readouterr().err
