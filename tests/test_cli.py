@@ -134,3 +134,14 @@ def test_other_bad_input(flag, value, message, capsys, tmp_path):
     code = train.main([flag, value, "--no-track", "--total-steps", "64", "--run-dir", str(tmp_path / "r")])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a2c_takes_one_rmsprop_update_per_rollout(tmp_path):
+    run_dir = tmp_path / "a2c"
+    assert train.main(["--algo", "a2c", "--env", "doom-basic", "--num-envs", "2", "--total-steps", "100", "--num-steps", "5",
+                       "--run-dir", str(run_dir), "--no-track", "--no-progress"]) == 0
+    metrics = _rows(run_dir / "metrics.csv")
+    # 5-step rollouts of 2 envs: an update every 10 env steps.
+    assert [int(r["global_step"]) for r in metrics] == list(range(10, 101, 10))
+    checkpoint = load_checkpoint(run_dir)
+    assert "square_avg" in next(iter(checkpoint["agent"]["optimizer"]["state"].values()))  # RMSprop's state
