@@ -25,6 +25,9 @@ import torch  # noqa: E402
 SETTINGS = {"buffer_size": 100_000, "learning_starts": 1_000, "train_frequency": 4, "batch_size": 32,
             "target_update_interval": 1_000, "learning_rate": 1e-4, "gamma": 0.99}
 
+# BreakoutNoFrameskip-v4 semantics (what SB3 and the papers use): SB3's AtariWrapper skips frames.
+NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
+
 
 def bench_pixelplay(steps: int, device: torch.device, backend: str) -> tuple[float, float]:
     from agents.dqn import DQNAgent, DQNConfig
@@ -60,7 +63,7 @@ def bench_sb3(steps: int, device: torch.device) -> tuple[float, float]:
     from stable_baselines3.common.vec_env import VecFrameStack
 
     gym.register_envs(ale_py)
-    env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
+    env = VecFrameStack(make_atari_env("ALE/Breakout-v5", n_envs=1, seed=0, env_kwargs=NO_FRAMESKIP), n_stack=4)
     s = SETTINGS
     model = DQN("CnnPolicy", env, buffer_size=s["buffer_size"], learning_starts=s["learning_starts"],
                 train_freq=s["train_frequency"], batch_size=s["batch_size"],

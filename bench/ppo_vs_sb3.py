@@ -25,6 +25,9 @@ import torch  # noqa: E402
 COMMON = {"num_envs": 8, "num_steps": 128, "update_epochs": 4, "minibatch_size": 256, "learning_rate": 2.5e-4,
           "clip": 0.1, "ent_coef": 0.01, "vf_coef": 0.5, "gamma": 0.99, "gae_lambda": 0.95, "max_grad_norm": 0.5}
 
+# BreakoutNoFrameskip-v4 semantics (what SB3 and the papers use): SB3's AtariWrapper skips frames.
+NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
+
 
 def bench_pixelplay(steps: int, backend: str, precision: str) -> float:
     from agents.ppo import PPOAgent, PPOConfig
@@ -63,8 +66,8 @@ def bench_sb3(steps: int) -> float:
 
     gym.register_envs(ale_py)
     c = COMMON
-    env = VecFrameStack(make_atari_env("BreakoutNoFrameskip-v4", n_envs=c["num_envs"], seed=0,
-                                       vec_env_cls=SubprocVecEnv), n_stack=4)
+    env = VecFrameStack(make_atari_env("ALE/Breakout-v5", n_envs=c["num_envs"], seed=0, env_kwargs=NO_FRAMESKIP,
+                                       vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "fork"}), n_stack=4)
     model = PPO("CnnPolicy", env, n_steps=c["num_steps"], batch_size=c["minibatch_size"], n_epochs=c["update_epochs"],
                 learning_rate=c["learning_rate"], clip_range=c["clip"], ent_coef=c["ent_coef"], vf_coef=c["vf_coef"],
                 gamma=c["gamma"], gae_lambda=c["gae_lambda"], max_grad_norm=c["max_grad_norm"], device="cpu", seed=0,
