@@ -23,7 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-AMMO_VARIABLES = tuple(f"AMMO{i}" for i in range(1, 10))
+# AMMOn is the ammo of weapon slot n, but slots 4 (chaingun) and 7 (BFG) share the counters of
+# slots 2 (bullets) and 6 (cells): a clip raises AMMO2 and AMMO4 together (measured here; Arnold's
+# game.py notes the same). Tracking both would count one clip as two objects.
+AMMO_VARIABLES = tuple(f"AMMO{i}" for i in range(1, 10) if i not in (4, 7))
 WEAPON_VARIABLES = tuple(f"WEAPON{i}" for i in range(1, 10))
 TRACKED_VARIABLES: tuple[str, ...] = (
     "FRAGCOUNT",

@@ -1,0 +1,661 @@
+"""The human-vs-agent DOOM table (Lample & Chaplot 2017), with this project's agent in it.
+
+Two settings, as in the paper:
+
+* **single player**: the agent plays deathmatch against the game's built-in bots, alone with
+  them in its own game (and, with ``--human``, a person does the same in a separate game);
+* **multiplayer**: the agent and an opponent (a second checkpoint, a scripted or random player,
+  or a person) in one game, hosted on the loopback interface only (``-host 2 -port P -netmode 0``
+  and ``-join 127.0.0.1 -port P``).
+
+Every player runs in its own process: ViZDoom multiplayer is synchronous, so two players in one
+process would wait on each other forever. Each process starts its own session (``os.setsid``), so
+that the ViZDoom engine it launches shares its process group and one ``killpg`` ends both. Every
+match is guarded: a player that reports no progress for ``stall_timeout`` seconds, exceeds the
+match's wall-clock limit, or dies, gets its whole match killed and replayed (same seed) up to
+``retries`` times; such a match is reported as retried and its partial statistics are dropped.
+
+Statistics per player come from `envs.doom_stats.DoomStatsTracker` via `envs.doom.DoomEnv`
+(kills, deaths, suicides, objects; K/D = kills / max(1, deaths)). Each column of the table is the
+per-match mean, and its K/D is computed from the mean kills and deaths, as the paper's cells are
+(12.6 / 8.3 = 1.52), so a column is consistent by construction; the published single-player agent
+K/D (5.12 for 27.6 / 5.0 = 5.52) is printed as published and flagged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+from envs.errors import MissingDependencyError, PixelplayError
+from eval.baselines import (
+    DOOM_METRIC_LABELS,
+    DOOM_METRICS,
+    DOOM_PAPER,
+    DOOM_TABLE_SOURCE,
+    kd_ratio,
+    paper_kd_mismatches,
+)
+from eval.common import atomic_write_json, atomic_write_text, display_available
+from eval.policies import PolicySpec
+
+TABLE_ENV = "doom-deathmatch"
+"""The env name (``envs.ENVS``) whose agents can sit at the table."""
+
+SETTING_LABELS = {"single_player": "Single player", "multiplayer": "Multiplayer"}
+
+
+
+@dataclass
+class TableConfig:
+    """How the table's matches are played (defaults follow the paper's protocol, see `protocol`)."""
+
+    map: str = "map02"
+    """map of ViZDoom's cig.wad (the CIG 2016 competition maps): map02 is the full deathmatch map the doom-deathmatch env trains on; map01 is rocket launchers only"""
+    bots: int = 8
+    """built-in bots in the single-player games (glample/Arnold's --n_bots default)"""
+    skill: int = 3
+    """Doom skill 1-5 (Arnold: its doom_skill 2, passed to ViZDoom as 2 + 1)"""
+    minutes: float = 15.0
+    """game time per match, in minutes (Arnold evaluates 15 minutes per map)"""
+    matches: int = 3
+    """matches per setting for the agent; the table reports per-match means"""
+    human_matches: int = 1
+    """matches per setting for the person with --human (each lasts `minutes` of real time)"""
+    mp_bots: int = 0
+    """built-in bots in the multiplayer games (the paper: the agent and the human only)"""
+    opponent: str = "random"
+    """multiplayer opponent: random, scripted, or a checkpoint / run directory"""
+    human: bool = False
+    """a person plays (in a ViZDoom window) instead of the paper's human columns"""
+    bots_readd: str = "respawn"
+    """when the host re-adds the bots (removebots, then addbot n times): 'respawn' after each respawn of the agent, as glample/Arnold does, or 'match' once per match"""
+    settings: tuple[str, ...] = ("single_player", "multiplayer")
+    """which halves of the table to play"""
+    seed: int = 1
+    """base seed: match i of a setting is seeded from it, the same on a retry"""
+    stall_timeout: float = 60.0
+    """seconds without progress from a player before its match is killed and replayed"""
+    match_timeout: float = 0.0
+    """wall-clock limit per match in seconds (0: derived from `minutes`)"""
+    retries: int = 2
+    """replays of a match whose game died or hung, before it is given up"""
+    connect_timeout: float = 30.0
+    """seconds the multiplayer host waits for the other player to join"""
+    device: str = "cpu"
+    """torch device of the agents"""
+    epsilon: float | None = None
+    """DQN agents: evaluation epsilon (None: the checkpoint's)"""
+    fault: str = ""
+    """testing only: 'hang' or 'die' makes the first attempt of each setting's first match fail"""
+
+    def validate(self) -> None:
+        if self.bots < 0 or self.mp_bots < 0 or self.bots > 15 or self.mp_bots > 14:
+            raise PixelplayError(f"--bots must be 0-15 and --mp-bots 0-14, got {self.bots} and {self.mp_bots}")
+        if not 1 <= self.skill <= 5:
+            raise PixelplayError(f"--skill must be 1-5, got {self.skill}")
+        if not self.minutes > 0:
+            raise PixelplayError(f"--minutes must be positive, got {self.minutes}")
+        if self.matches < 1 or self.human_matches < 1:
+            raise PixelplayError("--matches and --human-matches must be at least 1")
+        if self.retries < 0:
+            raise PixelplayError(f"--retries must be >= 0, got {self.retries}")
+        if self.bots_readd not in ("respawn", "match"):
+            raise PixelplayError(f"--bots-readd must be respawn or match, got {self.bots_readd}")
+        unknown = set(self.settings) - set(SETTING_LABELS)
+        if unknown or not self.settings:
+            raise PixelplayError(f"unknown setting(s) {sorted(unknown)}; choose from {', '.join(SETTING_LABELS)}")
+        if self.fault not in ("", "hang", "die"):
+            raise PixelplayError(f"unknown fault '{self.fault}'")
+
+    @property
+    def tics(self) -> int:
+        return round(self.minutes * 60 * 35)
+
+    def wall_limit(self, human: bool) -> float:
+        """Seconds one match may take: real time for a person, a generous bound for programs."""
+        if self.match_timeout > 0:
+            return self.match_timeout
+        if human:
+            return self.minutes * 60 * 1.5 + 120
+        # Measured here (2 shared cores): ~450 agent steps/s for a random player against 8 bots, 40-100
+        # steps/s for an untrained PPO agent in a two-process match. 40 ms per step is a floor of 25/s.
+        return 120 + 0.040 * self.tics / 4
+
+
+def require_display() -> None:
+    if not display_available():
+        raise MissingDependencyError(
+            "--human opens a ViZDoom window for a person to play in, and no display is set "
+            "(neither DISPLAY nor WAYLAND_DISPLAY); run it in a desktop session (or ssh -X)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One player, in its own process
+
+
+@dataclass
+class PlayerSpec:
+    """Everything a player process needs (picklable)."""
+
+    name: str
+    """the player's name in the game (and its key in the match result)"""
+    policy: PolicySpec
+    seed: int
+    env_options: dict[str, Any]
+    readd_bots: bool = False
+    """host only: re-add the bots after each respawn of this player (Arnold's protocol)"""
+    fault: str = ""
+    quiet: bool = True
+    """send the ViZDoom engine's console output (connection chatter) to /dev/null"""
+
+
+ENV_TARGET = "deathmatch"
+"""The `envs.doom.SCENARIOS` entry behind TABLE_ENV."""
+
+
+def table_scenario():
+    """The doom-deathmatch scenario the table's matches are played in."""
+    from envs.doom import SCENARIOS
+
+    return SCENARIOS[ENV_TARGET]
+
+
+def _player_main(spec: PlayerSpec, conn) -> None:
+    """Entry point of a player process: play one match, send ("done", record) or ("error", why)."""
+    try:
+        os.setsid()  # the ViZDoom engine this process launches joins its process group
+    except OSError:
+        pass
+    if spec.quiet:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the engine inherits these descriptors
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    env = None
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from envs.doom import DoomEnv
+        from envs.vec import EPISODE_INFO_KEY
+        from eval.policies import build_policy
+
+        conn.send(("progress", "starting"))
+        env = DoomEnv(table_scenario(), seed=spec.seed, training=False, **spec.env_options)
+        human = spec.policy.kind == "human"
+        policy = None
+        if not human:
+            policy = build_policy(
+                spec.policy,
+                num_actions=int(env.action_space.n),
+                obs_shape=env.observation_space.shape,
+                seed=spec.seed,
+                action_names=env.action_names,
+            )
+        started = time.monotonic()
+        waiting = spec.env_options.get("players", 1) > 1 or spec.env_options.get("join", False)
+        conn.send(("progress", "starting the game" + (" (connecting the players)" if waiting else "")))
+        obs, _ = env.reset(seed=spec.seed)
+        conn.send(("progress", "playing, tic 0"))
+        steps, last_beat = 0, 0.0
+        bots = int(spec.env_options.get("bots", 0))
+        deaths = 0
+        while True:
+            action = 0 if policy is None else int(policy.act(obs[None])[0])
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            if spec.fault and steps == 20:
+                if spec.fault == "die":
+                    os._exit(3)
+                time.sleep(10**6)  # "hang": stop making progress
+            if terminated or truncated:
+                break
+            if spec.readd_bots and bots:
+                now_deaths = env.tracker.stats.deaths
+                if now_deaths > deaths:  # DoomEnv has just respawned the player
+                    env.game.send_game_command("removebots")
+                    for _ in range(bots):
+                        env.game.send_game_command("addbot")
+                deaths = now_deaths
+            now = time.monotonic()
+            if now - last_beat > 1.0:
+                conn.send(("progress", f"playing, tic {env.game.get_episode_time()}"))
+                last_beat = now
+        record = info.get(EPISODE_INFO_KEY)
+        if not truncated or record is None:
+            conn.send(("error", f"{spec.name}: the match ended at tic {env.game.get_episode_time()}, "
+                                f"before its time limit (lost connection or game over)"))
+            return
+        record = {k: record[k] for k in ("kills", "deaths", "suicides", "objects")}
+        record.update(steps=steps, tics=int(env.game.get_episode_time()), wall_s=round(time.monotonic() - started, 2))
+        conn.send(("done", record))
+    except BaseException as error:  # report anything, then exit: the parent decides
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        try:
+            conn.send(("error", f"{spec.name}: {type(error).__name__}: {message}"))
+        except OSError:
+            pass
+    finally:
+        if env is not None:
+            try:
+                env.close()
+            except Exception:
+                pass
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# One match: start the players, watch them, kill the lot on failure
+
+
+class MatchFailed(Exception):
+    """A match that cannot be counted: a player errored, died or hung (the message says which)."""
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to right now (ZDoom's netgame is UDP)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _kill_group(process) -> None:
+    """SIGKILL the player's process group (it and its ViZDoom engine), then the player itself."""
+    if process.pid is None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if process.is_alive():
+        process.kill()
+    process.join(5)
+
+
+def play_match(players: list[PlayerSpec], stall_timeout: float, wall_limit: float) -> dict[str, dict]:
+    """Play one match with each player in its own process; raise `MatchFailed` on any failure."""
+    ctx = mp.get_context("spawn")  # no inherited torch thread pools or ViZDoom state
+    procs, conns = [], {}
+    try:
+        for spec in players:
+            receiver, sender = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_player_main, args=(spec, sender), name=f"doom-{spec.name}", daemon=True)
+            proc.start()
+            sender.close()
+            procs.append(proc)
+            conns[receiver] = spec.name
+        results: dict[str, dict] = {}
+        start = time.monotonic()
+        # A player's ViZDoom engine inherits its pipe (and its process sentinel), so a player that
+        # dies leaves both open while the engine lives: poll is_alive() (waitpid) twice a second.
+        by_name = {spec.name: (conn, proc) for conn, proc, spec in zip(conns, procs, players, strict=True)}
+        phase = {spec.name: "not started" for spec in players}
+        last_progress = {spec.name: start for spec in players}
+
+        def where() -> str:
+            return "; ".join(f"{name} was {phase[name]}" for name in by_name if name not in results)
+
+        while len(results) < len(players):
+            now = time.monotonic()
+            if now - start > wall_limit:
+                raise MatchFailed(f"hung: not finished after {wall_limit:.0f} s, the match's wall-clock limit ({where()})")
+            pending = {name: pair for name, pair in by_name.items() if name not in results}
+            oldest = min(last_progress[name] for name in pending)
+            if now - oldest > stall_timeout:
+                raise MatchFailed(f"hung: no progress for {stall_timeout:.0f} s ({where()})")
+            remaining = min(wall_limit - (now - start), stall_timeout - (now - oldest))
+            wait([c for c, _ in pending.values()], timeout=min(0.5, max(0.05, remaining)))
+            for name, (conn, proc) in pending.items():
+                while name not in results and conn.poll():
+                    try:
+                        kind, payload = conn.recv()
+                    except (EOFError, OSError):
+                        break
+                    last_progress[name] = time.monotonic()
+                    if kind == "progress":
+                        phase[name] = payload
+                    elif kind == "done":
+                        results[name] = payload
+                    elif kind == "error":
+                        raise MatchFailed(payload)
+                if name not in results and not proc.is_alive():
+                    raise MatchFailed(f"{name}: the player process died (exit code {proc.exitcode})")
+        return results
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.join(3)  # a finished player closes its game; give it a moment
+            _kill_group(proc)
+        for conn in conns:
+            conn.close()
+
+
+@dataclass
+class MatchRecord:
+    """One match of one setting: its players' statistics, or why it could not be played."""
+
+    index: int
+    seed: int
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+    players: dict[str, dict] | None = None
+
+    @property
+    def retried(self) -> bool:
+        return self.attempts > 1
+
+    @property
+    def counted(self) -> bool:
+        return self.players is not None
+
+
+def run_match(make_players, index: int, seed: int, cfg: TableConfig, human: bool, log) -> MatchRecord:
+    """Play match ``index``, replaying it (same seed, new port) after a crash or hang."""
+    record = MatchRecord(index, seed)
+    for attempt in range(cfg.retries + 1):
+        record.attempts = attempt + 1
+        fault = cfg.fault if (attempt == 0 and index == 0) else ""
+        players = make_players(seed, free_udp_port(), fault)
+        try:
+            record.players = play_match(players, cfg.stall_timeout, cfg.wall_limit(human))
+            return record
+        except MatchFailed as failure:
+            record.failures.append(str(failure))
+            more = "; replaying it" if attempt < cfg.retries else "; giving it up"
+            log(f"  match {index + 1} attempt {attempt + 1} failed: {failure}{more}")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The two settings
+
+
+def _env_options(cfg: TableConfig, **extra) -> dict[str, Any]:
+    options = {
+        "map": cfg.map,
+        "doom_skill": cfg.skill,
+        "episode_timeout": cfg.tics,
+        "connect_timeout": cfg.connect_timeout,
+    }
+    options.update(extra)
+    return options
+
+
+def single_player_players(cfg: TableConfig, policy: PolicySpec, name: str, seed: int, port: int, fault: str):
+    human = policy.kind == "human"
+    options = _env_options(cfg, bots=cfg.bots, player_name=name, human=human)
+    return [PlayerSpec(name, policy, seed, options, readd_bots=cfg.bots_readd == "respawn", fault=fault)]
+
+
+def multiplayer_players(cfg: TableConfig, agent: PolicySpec, opponent: PolicySpec, seed: int, port: int, fault: str):
+    # The agent hosts (a human or a second program joins): the joining side of a ViZDoom netgame
+    # sometimes advances 5-7 tics per 4-tic action (measured), so the agent under test hosts.
+    host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0)
+    guest = _env_options(cfg, join=True, port=port, player_name="opponent", colorset=3,
+                         human=opponent.kind == "human")
+    return [
+        PlayerSpec("agent", agent, seed, host, readd_bots=cfg.bots_readd == "respawn", fault=fault),
+        PlayerSpec("opponent", opponent, seed + 500, guest),
+    ]
+
+
+def summarize(matches: list[MatchRecord], player: str) -> dict[str, Any] | None:
+    """Per-match means of a player's statistics over the counted matches; K/D from the means."""
+    rows = [m.players[player] for m in matches if m.counted]
+    if not rows:
+        return None
+    summary: dict[str, Any] = {}
+    for metric in ("objects", "kills", "deaths", "suicides"):
+        values = [row[metric] for row in rows]
+        summary[metric] = statistics.fmean(values)
+        summary[f"{metric}_std"] = statistics.pstdev(values)
+    summary["kd_ratio"] = kd_ratio(summary["kills"], summary["deaths"])
+    summary["frags"] = summary["kills"] - summary["suicides"]
+    summary["matches"] = len(rows)
+    return summary
+
+
+def _play_series(cfg: TableConfig, count: int, base_seed: int, human: bool, log, make_players) -> list[MatchRecord]:
+    records = []
+    for i in range(count):
+        record = run_match(make_players, i, base_seed + i, cfg, human, log)
+        _log_match(log, record)
+        records.append(record)
+    return records
+
+
+def _setting_result(matches: list[MatchRecord], players: dict[str, str]) -> dict[str, Any]:
+    return {
+        "players": {key: {"policy": label, "summary": summarize(matches, key)} for key, label in players.items()},
+        "matches": [asdict(m) | {"retried": m.retried, "counted": m.counted} for m in matches],
+        "retried": [m.index + 1 for m in matches if m.retried],
+        "failed": [m.index + 1 for m in matches if not m.counted],
+    }
+
+
+def run_table(agent: PolicySpec, cfg: TableConfig, log=print) -> dict[str, Any]:
+    """Play every match of the table and return it as a JSON-ready dict."""
+    cfg.validate()
+    if cfg.human:
+        require_display()
+    opponent = PolicySpec("human") if cfg.human else _opponent_spec(cfg)
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "created": dt.datetime.now().isoformat(timespec="seconds"),
+        "agent": agent.label,
+        "opponent": opponent.label,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "fault"},
+        "protocol": protocol(cfg),
+        "paper": {"source": DOOM_TABLE_SOURCE, "table": DOOM_PAPER,
+                  "flags": [asdict(m) | {"note": m.note} for m in paper_kd_mismatches()]},
+    }
+    for s_index, setting in enumerate(cfg.settings):
+        base_seed = cfg.seed + 1000 * s_index
+        if setting == "single_player":
+            log(f"Single player: {cfg.matches} match(es) of {cfg.minutes:g} min, the agent against {cfg.bots} bots")
+            matches = _play_series(cfg, cfg.matches, base_seed, False, log,
+                                   lambda seed, port, fault: single_player_players(cfg, agent, "agent", seed, port, fault))
+            entry = _setting_result(matches, {"agent": agent.label})
+            if cfg.human:
+                log(f"Single player: {cfg.human_matches} match(es) for the person at the window, against {cfg.bots} bots")
+                people = _play_series(cfg, cfg.human_matches, base_seed + 100, True, log,
+                                      lambda seed, port, fault: single_player_players(
+                                          cfg, PolicySpec("human"), "human", seed, port, ""))
+                entry["human"] = _setting_result(people, {"human": "a person (--human)"})
+        else:
+            count = cfg.human_matches if cfg.human else cfg.matches
+            log(f"Multiplayer: {count} match(es) of {cfg.minutes:g} min, the agent against {opponent.label}"
+                + (f" and {cfg.mp_bots} bots" if cfg.mp_bots else ""))
+            matches = _play_series(cfg, count, base_seed, cfg.human, log,
+                                   lambda seed, port, fault: multiplayer_players(cfg, agent, opponent, seed, port, fault))
+            entry = _setting_result(matches, {"agent": agent.label, "opponent": opponent.label})
+            entry["cross_check"] = _cross_check(matches, cfg)
+        result[setting] = entry
+    result["wall_time_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _opponent_spec(cfg: TableConfig) -> PolicySpec:
+    from eval.policies import parse_policy
+
+    spec = parse_policy(cfg.opponent, cfg.epsilon, cfg.device)
+    if spec.kind == "checkpoint":
+        check_table_checkpoint(spec, "--opponent")
+    return spec
+
+
+def check_table_checkpoint(spec: PolicySpec, what: str = "the agent") -> None:
+    """A checkpoint at the table must be a doom-deathmatch agent (its actions and inputs)."""
+    from eval.policies import checkpoint_env
+
+    env_id = checkpoint_env(spec)
+    if env_id != TABLE_ENV:
+        raise PixelplayError(
+            f"doom-table plays {TABLE_ENV}; {what} '{spec.path}' was trained on {env_id} "
+            f"(train one with: python train.py --env {TABLE_ENV})"
+        )
+
+
+def _cross_check(matches: list[MatchRecord], cfg: TableConfig) -> dict[str, Any] | None:
+    """Without bots, each death is the other player's kill or one's own suicide:
+    deaths(A) = kills(B) + suicides(A). Reported, not enforced (a kill and a suicide in the same
+    4-tic step cancel in FRAGCOUNT)."""
+    if cfg.mp_bots:
+        return None
+    rows = [m.players for m in matches if m.counted]
+    out = []
+    for players in rows:
+        a, b = players["agent"], players["opponent"]
+        out.append({
+            "agent_deaths": a["deaths"], "opponent_kills_plus_agent_suicides": b["kills"] + a["suicides"],
+            "opponent_deaths": b["deaths"], "agent_kills_plus_opponent_suicides": a["kills"] + b["suicides"],
+        })
+    return {"rule": "deaths(A) = kills(B) + suicides(A) when no bots play", "matches": out}
+
+
+def _log_match(log, record: MatchRecord) -> None:
+    if record.counted:
+        parts = []
+        for name, s in record.players.items():
+            parts.append(f"{name}: {s['kills']} kills, {s['deaths']} deaths, {s['suicides']} suicides, "
+                         f"{s['objects']} objects ({s['wall_s']:.0f} s)")
+        retried = f" [retried: {record.attempts} attempts]" if record.retried else ""
+        log(f"  match {record.index + 1}: " + "; ".join(parts) + retried)
+    else:
+        log(f"  match {record.index + 1}: not counted, failed {record.attempts} times: {record.failures[-1]}")
+
+
+def protocol(cfg: TableConfig) -> dict[str, Any]:
+    """What was used, in words and flags, next to what the paper did."""
+    from envs.doom import DEATHMATCH_ARGS, SCENARIOS
+
+    spec = SCENARIOS[ENV_TARGET]
+    return {
+        "wad": f"ViZDoom {spec.config.replace('.cfg', '.wad')}, map {cfg.map}",
+        "server": f"-host 1 {DEATHMATCH_ARGS} (single player); -host 2 -port P -netmode 0 and "
+                  f"-join 127.0.0.1 -port P (multiplayer, loopback only)",
+        "bots": f"{cfg.bots} built-in bots in single player, {cfg.mp_bots} in multiplayer; removebots then addbot "
+                + ("after each respawn of the agent (Arnold)" if cfg.bots_readd == "respawn" else "once per match"),
+        "skill": cfg.skill,
+        "minutes_per_match": cfg.minutes,
+        "time_limit": "ViZDoom episode timeout (set_episode_timeout), not +timelimit",
+        "matches": cfg.matches,
+        "frame_skip": spec.frame_skip,
+        "counting": "DoomStatsTracker over game variables: kills = FRAGCOUNT rises, suicides = FRAGCOUNT drops, "
+                    "deaths = DEATHCOUNT rises, objects = health/armor/weapon/ammo rises (AMMO4/AMMO7 duplicates "
+                    "of AMMO2/AMMO6 left out); K/D = kills / max(1, deaths) of the per-match means",
+        "paper_differences": [
+            "the table's protocol is known only in part (maps, bots, the human players' conditions); this uses "
+            "ViZDoom's CIG 2016 map and glample/Arnold's evaluation defaults (8 bots, 15 minutes, skill 3)",
+            "glample/Arnold's evaluation code plays maps of its own full_deathmatch.wad (README: test maps 6-8); "
+            "here one map and several matches",
+            "the multiplayer opponent is " + ("a person (--human)" if cfg.human else f"'{cfg.opponent}', not a person"),
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}" if metric == "kd_ratio" else f"{value:.1f}"
+
+
+def table_columns(result: dict[str, Any]) -> list[tuple[str, str, dict | None, set[str]]]:
+    """(setting, header, cells, flagged metrics) for every column, in print order."""
+    flags = {(f["setting"], f["player"]) for f in result["paper"]["flags"]}
+    columns = []
+    for setting in ("single_player", "multiplayer"):
+        if setting not in result:
+            continue
+        entry = result[setting]
+        short = "SP" if setting == "single_player" else "MP"
+        paper = DOOM_PAPER[setting]
+        opponent_is_human = result["opponent"] == "human"
+        if setting == "single_player" and "human" in entry:
+            columns.append((setting, f"{short}: human (here)", entry["human"]["players"]["human"]["summary"], set()))
+        elif setting == "multiplayer" and opponent_is_human:
+            columns.append((setting, f"{short}: human (here)", entry["players"]["opponent"]["summary"], set()))
+        else:
+            flagged = {"kd_ratio"} if (setting, "human") in flags else set()
+            columns.append((setting, f"{short}: human (paper)", paper["human"], flagged))
+        flagged = {"kd_ratio"} if (setting, "agent") in flags else set()
+        columns.append((setting, f"{short}: Arnold (paper)", paper["agent"], flagged))
+        columns.append((setting, f"{short}: this agent", entry["players"]["agent"]["summary"], set()))
+        if setting == "multiplayer" and not opponent_is_human:
+            columns.append((setting, f"{short}: its opponent ({result['opponent']})",
+                            entry["players"]["opponent"]["summary"], set()))
+    return columns
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    columns = table_columns(result)
+    lines = ["# DOOM: human vs agent", ""]
+    lines.append(f"Agent: {result['agent']}. Multiplayer opponent: {result['opponent']}.")
+    lines.append("")
+    header = "| Evaluation metric | " + " | ".join(c[1] for c in columns) + " |"
+    lines += [header, "|---|" + "---:|" * len(columns)]
+    for metric in DOOM_METRICS:
+        cells = []
+        for _, _, values, flagged in columns:
+            text = _fmt(None if values is None else values.get(metric), metric)
+            if metric in flagged:
+                text += " (!)"
+            cells.append(text)
+        lines.append(f"| {DOOM_METRIC_LABELS[metric]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for flag in result["paper"]["flags"]:
+        lines.append(f"(!) {SETTING_LABELS[flag['setting']]}, {flag['player']} column of the paper: {flag['note']}.")
+    lines.append(f"Paper: {result['paper']['source']}.")
+    lines.append("Columns are per-match means; K/D = mean kills / max(1, mean deaths).")
+    lines.append("")
+    lines.append("## Protocol")
+    for key, value in result["protocol"].items():
+        if isinstance(value, list):
+            value = "; ".join(value)
+        lines.append(f"- {key.replace('_', ' ')}: {value}")
+    lines.append("")
+    lines.append("## Matches")
+    for setting in ("single_player", "multiplayer"):
+        if setting not in result:
+            continue
+        entry = result[setting]
+        groups = [("", entry)] + ([("person: ", entry["human"])] if "human" in entry else [])
+        for prefix, group in groups:
+            counted = sum(m["counted"] for m in group["matches"])
+            line = f"- {SETTING_LABELS[setting]}, {prefix}{counted} of {len(group['matches'])} match(es) counted"
+            if group["retried"]:
+                line += f"; retried (a game died or hung, partial stats dropped): match(es) {group['retried']}"
+            if group["failed"]:
+                line += f"; given up: match(es) {group['failed']}"
+            lines.append(line)
+    lines.append(f"- wall time: {result['wall_time_s']} s")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """doom_table.json and doom_table.md in ``out_dir``, each written atomically."""
+    json_path, md_path = out_dir / "doom_table.json", out_dir / "doom_table.md"
+    atomic_write_json(json_path, result)
+    atomic_write_text(md_path, render_markdown(result))
+    return json_path, md_path
+
+
+def stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

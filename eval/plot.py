@@ -1,0 +1,167 @@
+"""Learning curves from runs' ``episodes.csv`` and a bar chart of the DOOM table, as PNG files.
+
+Curves: episode return against env frames (``global_step`` x frame skip 4, the unit papers
+count in), one line per run (a moving average over ``smooth`` episodes, the raw returns faint
+behind it), one panel per env, and a dashed line at the human score where `eval.baselines` has
+one. Matplotlib runs headless (Agg backend): no display needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.errors import PixelplayError
+from eval import baselines
+
+FRAME_SKIP = 4
+"""Env frames per agent step (Atari and the Doom scenarios alike)."""
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """A run's env name and episodes (global_step, return, and Doom's kills/deaths when present)."""
+    path = Path(run_dir) / "episodes.csv"
+    if not path.exists():
+        raise PixelplayError(f"'{run_dir}' has no episodes.csv (is it a pixelplay run directory?)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        steps = np.array([float(r["global_step"]) for r in rows])
+        returns = np.array([float(r["return"]) for r in rows])
+    except (KeyError, ValueError) as error:
+        raise PixelplayError(f"'{path}' lacks readable global_step / return columns ({error})") from None
+    env = None
+    config = Path(run_dir) / "config.json"
+    if config.exists():
+        try:
+            env = json.loads(config.read_text()).get("run", {}).get("env")
+        except json.JSONDecodeError:
+            env = None
+    return {"name": Path(run_dir).name, "env": env or "unknown env", "steps": steps, "returns": returns}
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (shorter at the start, so it has every point)."""
+    if len(values) == 0 or window <= 1:
+        return values.astype(float)
+    sums = np.cumsum(np.insert(values.astype(float), 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(0, idx - window)
+    return (sums[idx] - sums[start]) / (idx - start)
+
+
+def human_line(env_id: str) -> tuple[float, str] | None:
+    game = baselines.atari_references(env_id) if env_id else None
+    if game is None:
+        return None
+    return game.human.score, game.human.source
+
+
+def plot_learning_curves(run_dirs: list[Path], out_path: Path, smooth: int = 20) -> Path:
+    runs = [read_run(Path(d)) for d in run_dirs]
+    envs = list(dict.fromkeys(r["env"] for r in runs))
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(envs), 1, figsize=(8, 4.5 * len(envs)), squeeze=False)
+    for ax, env in zip(axes[:, 0], envs, strict=True):
+        for run in (r for r in runs if r["env"] == env):
+            frames = run["steps"] * FRAME_SKIP
+            order = np.argsort(frames, kind="stable")
+            frames, returns = frames[order], run["returns"][order]
+            (line,) = ax.plot(frames, moving_average(returns, smooth), label=run["name"], linewidth=1.8)
+            ax.plot(frames, returns, color=line.get_color(), alpha=0.15, linewidth=0.8)
+        human = human_line(env)
+        if human is not None:
+            ax.axhline(human[0], color="black", linestyle="--", linewidth=1,
+                       label=f"human {human[0]:g} ({human[1].split(',')[0]})")
+        ax.set_title(f"{env}: episode return (moving average over {smooth})")
+        ax.set_xlabel("env frames (global step x frame skip 4)")
+        ax.set_ylabel("return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, out_path)
+    plt.close(fig)
+    return out_path
+
+
+def plot_doom_table(table_json: Path, out_path: Path) -> Path:
+    """Grouped bars of the DOOM table: paper human, Arnold and this agent, per setting."""
+    from eval.doom_table import table_columns
+
+    result = json.loads(Path(table_json).read_text())
+    columns = table_columns(result)
+    settings = [s for s in baselines.DOOM_SETTINGS if any(c[0] == s for c in columns)]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(settings), figsize=(7 * len(settings), 4.5), squeeze=False)
+    metrics = baselines.DOOM_METRICS
+    for ax, setting in zip(axes[0], settings, strict=True):
+        cols = [c for c in columns if c[0] == setting]
+        width = 0.8 / len(cols)
+        x = np.arange(len(metrics))
+        for k, (_, header, values, flagged) in enumerate(cols):
+            heights = [float("nan") if values is None else float(values.get(m, float("nan"))) for m in metrics]
+            bars = ax.bar(x + (k - (len(cols) - 1) / 2) * width, [0 if math.isnan(h) else h for h in heights],
+                          width, label=header.split(": ", 1)[1])
+            for bar, metric, height in zip(bars, metrics, heights, strict=True):
+                text = "-" if math.isnan(height) else (f"{height:.2f}" if metric == "kd_ratio" else f"{height:.1f}")
+                if metric in flagged:
+                    text += "(!)"
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                            va="bottom", fontsize=7)
+        ax.set_xticks(x, [baselines.DOOM_METRIC_LABELS[m].replace("Number of ", "") for m in metrics])
+        ax.set_title(f"DOOM, {setting.replace('_', ' ')} (per-match means)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    if result["paper"]["flags"]:
+        fig.text(0.01, 0.01, "(!) " + result["paper"]["flags"][0]["note"], fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    _save(fig, out_path)
+    plt.close(fig)
+    return out_path
+
+
+def _save(fig, out_path: Path) -> None:
+    """Save atomically (a temp PNG renamed into place)."""
+    import os
+
+    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out_path)
+
+
+def plot_runs(run_dirs: list[str], out: str | None = None, smooth: int = 20, log=print) -> list[Path]:
+    """The command: learning curves (into --out or the first run) and each run's DOOM table chart."""
+    if smooth < 1:
+        raise PixelplayError(f"--smooth must be at least 1, got {smooth}")
+    dirs = [Path(d) for d in run_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise PixelplayError(f"'{d}' is not a run directory")
+    written = []
+    target = Path(out) if out else dirs[0]
+    name = "learning_curve.png" if len(dirs) == 1 else "learning_curves.png"
+    written.append(plot_learning_curves(dirs, target / name, smooth))
+    for d in dirs:
+        table = d / "doom_table.json"
+        if table.exists():
+            png = d / "doom_table.png" if not out else Path(out) / (
+                "doom_table.png" if len(dirs) == 1 else f"doom_table_{d.name}.png")
+            written.append(plot_doom_table(table, png))
+    for path in written:
+        log(f"wrote {path}")
+    return written
