@@ -67,8 +67,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "exploration_fraction": 0.1,
             "final_epsilon": 0.01,
         },
-        "doom": {"run": {"num_envs": 4, "total_steps": 1_000_000}},
-        "doom-basic": {"run": {"total_steps": 80_000}},
+        # Rainbow's cheap parts (Hessel et al. 2018): Double DQN, a dueling head and 3-step returns.
+        # On doom-basic (measured here) they cut the steps to a mean return of 75 from ~30k to ~6k.
+        "doom": {
+            "run": {"num_envs": 4, "total_steps": 1_000_000},
+            "double_dqn": True,
+            "dueling": True,
+            "n_step": 3,
+        },
+        # Tuned on this 2-core CPU: learning from 1k steps, epsilon down to 0.01 over the next 2k,
+        # a small fresh replay, target copies every 125 gradient steps. A mean of 75 over 20
+        # episodes by ~6k steps (under a minute), ~79 from ~12k on; 20k steps leave a margin.
+        "doom-basic": {
+            "run": {"total_steps": 20_000},
+            "learning_rate": 2.5e-4,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+            "target_update_interval": 500,
+            "exploration_fraction": 0.15,
+            "final_epsilon": 0.01,
+        },
     },
 }
 """Hyperparameters known to work, per algorithm and env; CLI flags and --config override them."""

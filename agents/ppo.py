@@ -194,7 +194,9 @@ class PPOAgent:
         self._next_obs: torch.Tensor | None = None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
+        # Fused Adam: one kernel per tensor instead of a loop of ~10 ops; the same update up to rounding.
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        return torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=self.cfg.adam_eps, fused=fused)
 
     def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.channels_last:
