@@ -185,9 +185,10 @@ class DQNAgent:
         if cfg.tau >= 1.0 and step - self.last_target_step >= cfg.target_update_interval:
             self.target_net.load_state_dict(self.q_net.state_dict())
             self.last_target_step = step
+        td_loss, q_values = torch.stack([loss, q_mean]).tolist()  # one host sync per update, for logging
         return {
-            "losses/td_loss": float(loss),  # one sync per update, for logging
-            "losses/q_values": float(q_mean),
+            "losses/td_loss": td_loss,
+            "losses/q_values": q_values,
             "charts/epsilon": self.epsilon(step),
             "charts/gradient_steps": self.gradient_steps,
         }
