@@ -253,7 +253,7 @@ def seed_everything(seed: int) -> None:
 class RunLogger:
     """Appends episodes and training metrics to CSVs; mirrors them to wandb / TensorBoard."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, family: str, config: dict, resumed: bool):
+    def __init__(self, run_dir: Path, cfg: RunConfig, family: str, config: dict):
         self.run_dir = run_dir
         self.start_time = time.time()
         self.recent_returns: deque[float] = deque(maxlen=20)
@@ -409,7 +409,7 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
             agent.load_state_dict(checkpoint["agent"])
             global_step = checkpoint["global_step"]
             set_rng_state(checkpoint["rng"])
-        logger = RunLogger(run_dir, cfg, family, config, resumed=resuming) if rank == 0 else None
+        logger = RunLogger(run_dir, cfg, family, config) if rank == 0 else None
         checkpoints = CheckpointManager(run_dir, cfg.keep_checkpoints)
         video = _video_recorder(cfg, run_dir) if cfg.capture_video and rank == 0 else None
 

@@ -6,7 +6,7 @@ anywhere and starts nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 import torch
@@ -128,7 +128,3 @@ def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 
         first = str(error).strip().splitlines()[0]
         raise CheckpointError(f"'{checkpoint['path']}' does not fit a {algo} agent: {first}") from None
     return agent, checkpoint
-
-
-def config_dict(cfg) -> dict[str, Any]:
-    return asdict(cfg)

@@ -148,29 +148,12 @@ def make_atari_vec(
     return GymVecEnv(env_fns, device, frame_stack=frame_stack)
 
 
-def make_atari_env(
-    game_id: str,
-    seed: int | None = None,
-    *,
-    training: bool = True,
-    sticky_actions: bool = False,
-    noop_max: int = 30,
-    max_episode_frames: int = 108_000,
-    frame_stack: int = 4,
-    screen_size: int = 84,
-) -> DeepMindAtari:
-    """One preprocessed single env (the gymnasium backend's unit; also handy for recording)."""
+def make_atari_env(game_id: str, seed: int | None = None, **options) -> DeepMindAtari:
+    """One preprocessed single env (the gymnasium backend's unit; also handy for recording).
+
+    ``options`` are `DeepMindAtari`'s; the game id is checked first for a clear error."""
     _ale_game(game_id)
-    return DeepMindAtari(
-        game_id,
-        seed,
-        training=training,
-        sticky_actions=sticky_actions,
-        noop_max=noop_max,
-        max_episode_frames=max_episode_frames,
-        frame_stack=frame_stack,
-        screen_size=screen_size,
-    )
+    return DeepMindAtari(game_id, seed, **options)
 
 
 def _register_ale() -> None:
