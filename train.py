@@ -456,6 +456,11 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
             print(f"\ninterrupted at step {global_step}; saving a checkpoint", file=sys.stderr)
             _save_if_consistent(agent, save)
             raise
+        except EnvError as error:
+            # An emulator crashed mid-run: keep what was learned and say how to go on.
+            _save_if_consistent(agent, save)
+            raise EnvError(f"{error} at step {global_step}; continue from the latest checkpoint with "
+                           f"`python train.py --resume {run_dir}`") from error
         _save_if_consistent(agent, save)
     finally:
         envs.close()

@@ -26,6 +26,7 @@ engine demos of single-player scenarios (``record_lmp``), several agents in one 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import itertools
@@ -274,6 +275,39 @@ def _vizdoom():
     return vizdoom
 
 
+@contextlib.contextmanager
+def _engine_errors_as_env_errors(config: str, rank: int):
+    """ViZDoom's own exceptions (the engine crashed, was killed, or stopped answering) become one
+    `EnvError` line; in a vector env it crosses the worker pipe as an EnvError too."""
+    vzd = _vizdoom()
+    engine_errors = (vzd.ViZDoomUnexpectedExitException, vzd.ViZDoomErrorException,
+                     vzd.ViZDoomIsNotRunningException, vzd.SharedMemoryException, vzd.MessageQueueException)
+    try:
+        yield
+    except engine_errors as err:
+        raise EnvError(f"the ViZDoom engine of env {rank} ('{config}') failed: {type(err).__name__}: {err}") from err
+
+
+def _hide_descriptors_from_the_engine() -> None:
+    """Mark this process's open descriptors close-on-exec before ViZDoom starts its engine.
+
+    ViZDoom launches the engine with fork + exec, so the engine inherits every inheritable
+    descriptor. A vector-env worker started by the forkserver receives its pipes to the trainer
+    over a Unix socket, and those arrive inheritable: an engine that outlived a crashed worker
+    would hold the trainer's pipe open, and the trainer would wait on it forever instead of
+    seeing the worker die.
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        return
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:  # the directory's own descriptor, already closed
+                pass
+
+
 def _cv2():
     try:
         import cv2
@@ -491,6 +525,7 @@ class DoomEnv(gym.Env):
             game.add_game_args(self._multiplayer_args())
         if self._seed is not None:
             game.set_seed(int(self._seed) % 2**31)
+        _hide_descriptors_from_the_engine()
         try:
             game.init()
         except Exception as err:  # ViZDoom's own exception types; keep its message
@@ -548,6 +583,14 @@ class DoomEnv(gym.Env):
     # ------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        with _engine_errors_as_env_errors(self.scenario.config, self.rank):
+            return self._reset_game(seed)
+
+    def step(self, action):
+        with _engine_errors_as_env_errors(self.scenario.config, self.rank):
+            return self._step_game(action)
+
+    def _reset_game(self, seed: int | None):
         if self.game is None:
             if seed is not None:
                 self._seed = seed
@@ -592,7 +635,7 @@ class DoomEnv(gym.Env):
                 self._stack[:] = np.concatenate([self._stack[-self._channels :]] * self.frame_stack)
         return self._stack.copy(), {}
 
-    def step(self, action):
+    def _step_game(self, action):
         game = self.game
         if self.human:
             game.advance_action(self.frame_skip)

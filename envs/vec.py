@@ -19,11 +19,17 @@ backend quirks:
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import warnings
 from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+from envs.errors import EnvError
 
 EPISODE_INFO_KEY = "pixelplay_episode"
 """Key under which a single env's ``info`` carries the record of a finished full game."""
@@ -117,9 +123,22 @@ class GymVecEnv(VecEnv):
             asynchronous = len(env_fns) > 1
         mode = gym.vector.AutoresetMode.SAME_STEP
         if asynchronous:
-            # Workers are forked before any torch thread pool exists in them; "spawn" would
-            # re-import the training script in every worker.
-            self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="fork")
+            # "forkserver": workers are forked from a small single-threaded server process, not
+            # from this one. Forking the trainer itself copies a process whose torch/OpenMP,
+            # EnvPool, cv2 and wandb threads may hold locks mid-operation; a child could crash at
+            # start-up (seen once in CI as a worker dying in ViZDoom's reset). The server is
+            # started once per process and imports the env modules once (not the user's __main__, which
+            # spawn and the default forkserver preload would re-run); each worker then costs a
+            # fork. Python 3.14 made forkserver the default start method on Linux.
+            multiprocessing.get_context("forkserver").set_forkserver_preload(["envs.doom", "envs.atari"])
+            try:
+                self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="forkserver")
+            except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+                raise EnvError(
+                    "the env worker processes died while starting. In a script of your own, put its "
+                    "top-level code under `if __name__ == \"__main__\":`: workers start like "
+                    "multiprocessing's forkserver/spawn processes, which import the main module"
+                ) from err
         else:
             self.envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=mode)
         self.num_envs = self.envs.num_envs
@@ -129,11 +148,19 @@ class GymVecEnv(VecEnv):
         self.frame_stack = frame_stack
 
     def _reset(self, seed):
-        obs, _ = self.envs.reset(seed=seed)
+        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
+            obs, _ = self._call_workers("reset", self.envs.reset_async, self.envs.reset_wait, seed=seed)
+            self._note_emulator_processes()
+        else:
+            obs, _ = self.envs.reset(seed=seed)
         return obs
 
     def _step(self, actions):
-        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
+            result = self._call_workers("step", self.envs.step_async, self.envs.step_wait, actions)
+        else:
+            result = self.envs.step(actions)
+        obs, reward, terminated, truncated, info = result
         done = np.logical_or(terminated, truncated)
         final_obs = obs.copy()
         episodes: list[dict[str, Any]] = []
@@ -153,8 +180,121 @@ class GymVecEnv(VecEnv):
         """Call a method on every single env (e.g. to read the game's native screen)."""
         return self.envs.call(name, *args, **kwargs)
 
+    def _call_workers(self, operation: str, send, receive, *args, **kwargs):
+        """Send a call to every worker and collect the answers, or raise a clear `EnvError`.
+
+        Gymnasium's ``*_wait`` reads each pipe in turn and would wait forever on a worker that
+        died without closing its end (or raise a bare EOFError / BrokenPipeError); waiting on
+        the process sentinels as well turns a crashed emulator into one line naming the env.
+        """
+        from multiprocessing.connection import wait
+
+        try:
+            send(*args, **kwargs)
+        except (BrokenPipeError, ConnectionResetError) as err:
+            raise self._worker_died(operation) from err
+        waiting = list(self.envs.parent_pipes)
+        sentinels = {process.sentinel: i for i, process in enumerate(self.envs.processes)}
+        while waiting:
+            for ready in wait(waiting + list(sentinels)):
+                if ready in sentinels:
+                    if self.envs.parent_pipes[sentinels.pop(ready)].poll(0):
+                        continue  # it answered, then exited: gymnasium reports its error
+                    raise self._worker_died(operation)
+                waiting.remove(ready)
+        try:
+            with warnings.catch_warnings():
+                # Gymnasium warns with the worker's traceback before re-raising its error here;
+                # the error itself (an EnvError from the env) already says what failed.
+                warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium.vector")
+                return receive()
+        except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+            raise self._worker_died(operation) from err
+
+    def _worker_died(self, operation: str) -> EnvError:
+        """A worker process vanished mid-call (the emulator crashed or was killed): name it."""
+        processes = self.envs.processes
+        for process in processes:
+            process.join(timeout=0.5)
+        dead = [f"env {i} (exit code {p.exitcode})" for i, p in enumerate(processes) if p.exitcode is not None]
+        return EnvError(
+            f"an env worker process died during {operation}: {', '.join(dead) or 'unknown worker'}; "
+            "the emulator crashed or was killed"
+        )
+
+    def _note_emulator_processes(self) -> None:
+        """Remember the processes each worker started (ViZDoom's engine runs as a child of its
+        worker), so that closing after a worker died can stop its orphaned engine too."""
+        self._emulators = {i: _child_pids(p.pid) for i, p in enumerate(self.envs.processes) if p.pid}
+
     def close(self):
-        self.envs.close()
+        envs = self.envs
+        if isinstance(envs, gym.vector.AsyncVectorEnv) and not envs.closed and any(
+            p.exitcode is not None for p in envs.processes
+        ):
+            orphans = [pid for i, p in enumerate(envs.processes) if p.exitcode is not None
+                       for pid in getattr(self, "_emulators", {}).get(i, ())]
+            _close_with_dead_workers(envs)
+            _kill_orphans(orphans)
+        else:
+            envs.close()
+
+
+def _close_with_dead_workers(envs: gym.vector.AsyncVectorEnv, timeout: float = 10.0) -> None:
+    """Close an async vector env one of whose workers has died.
+
+    Gymnasium's own close waits for a reply from every worker, which a dead one never sends (and
+    raises EOFError even with ``terminate=True``). The live workers are asked to close, so their
+    emulators shut down cleanly; any that do not answer within ``timeout`` are terminated.
+    """
+    for pipe, process in zip(envs.parent_pipes, envs.processes):
+        if process.exitcode is not None or pipe is None or pipe.closed:
+            continue
+        try:
+            while pipe.poll(0):  # a reply to the interrupted call, if it came
+                pipe.recv()
+            pipe.send(("close", None))
+            if pipe.poll(timeout):
+                pipe.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            pass
+    for pipe, process in zip(envs.parent_pipes, envs.processes):
+        process.join(timeout=timeout)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        if pipe is not None:
+            pipe.close()
+    envs.closed = True
+
+
+def _child_pids(pid: int) -> list[tuple[int, str]]:
+    """Direct children of ``pid`` as (pid, start time) pairs: Linux /proc, empty elsewhere.
+    The start time tells a process apart from a later one that reuses its pid."""
+    children = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                children += [(int(child), _start_time(int(child))) for child in file.read().split()]
+    except OSError:
+        pass
+    return children
+
+
+def _start_time(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[19]  # field 22, starttime
+
+
+def _kill_orphans(processes: list[tuple[int, str]]) -> None:
+    """SIGKILL the emulators of dead workers that still run as orphans; a process that merely
+    reuses one of their pids has another start time and is left alone."""
+    for pid, started in processes:
+        try:
+            if _start_time(pid) == started:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):
+            pass
 
 
 def _unstack_record(records: Any, index: int) -> dict[str, Any]:

@@ -145,3 +145,35 @@ def test_a2c_takes_one_rmsprop_update_per_rollout(tmp_path):
     assert [int(r["global_step"]) for r in metrics] == list(range(10, 101, 10))
     checkpoint = load_checkpoint(run_dir)
     assert "square_avg" in next(iter(checkpoint["agent"]["optimizer"]["state"].values()))  # RMSprop's state
+
+
+def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """A worker killed mid-run (as a crashing emulator would be) ends the run with exit code 2 and
+    one line saying how to go on; the checkpoints written before stay, and --resume continues."""
+    import os
+    import signal
+
+    from envs.vec import GymVecEnv
+
+    real_step, calls = GymVecEnv.step, []
+
+    def step_then_crash(self, actions):
+        calls.append(1)
+        if len(calls) == 100:  # mid-rollout, after 3 updates of 2 envs x 32 steps
+            os.kill(self.envs.processes[1].pid, signal.SIGKILL)
+            self.envs.processes[1].join(timeout=10)
+        return real_step(self, actions)
+
+    monkeypatch.setattr(GymVecEnv, "step", step_then_crash)
+    run_dir = tmp_path / "crash"
+    args = ["--env", "doom-basic", "--num-envs", "2", "--total-steps", "640", "--checkpoint-interval", "64",
+            "--run-dir", str(run_dir), "--no-track", *SMALL_PPO]
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: an env worker process died during step: env 1 (exit code -9)")
+    assert f"--resume {run_dir}" in err
+    assert load_checkpoint(run_dir)["global_step"] == 192
+
+    monkeypatch.setattr(GymVecEnv, "step", real_step)
+    assert train.main(["--resume", str(run_dir), "--total-steps", "256", "--no-track", "--no-progress"]) == 0
+    assert load_checkpoint(run_dir)["global_step"] == 256

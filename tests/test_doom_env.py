@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ pytest.importorskip("cv2")
 
 from envs import EnvError, MissingDependencyError, make_vec_env  # noqa: E402
 from envs.doom import SCENARIOS, DoomEnv, get_scenario  # noqa: E402
-from envs.vec import EPISODE_INFO_KEY  # noqa: E402
+from envs.vec import EPISODE_INFO_KEY, _child_pids  # noqa: E402
 
 STAT_KEYS = ("kills", "deaths", "suicides", "objects", "frags", "kd_ratio")
 
@@ -258,3 +259,78 @@ def test_default_observations_fit_the_nature_cnn(name):
 
     env = DoomEnv(name)  # no game is started before reset
     NatureCNN(env.observation_space)  # refuses sizes whose strided convs do not tile
+
+
+def test_a_dead_worker_is_a_clear_env_error_and_close_still_works():
+    """An emulator that crashes (here: SIGKILL) surfaces as one EnvError naming the env, not an
+    EOFError from a pipe, and closing the vector env afterwards neither hangs nor raises."""
+    import signal
+
+    envs = make_vec_env("doom-basic", 2, seed=0, device="cpu", training=True)
+    try:
+        envs.reset(seed=0)
+        victim = envs.envs.processes[1]
+        engines = [pid for pid, _ in envs._emulators[1]]
+        assert engines, "ViZDoom's engine runs as a child of the worker"
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=10)
+        with pytest.raises(EnvError, match=r"env 1 \(exit code -9\)"):
+            envs.step(torch.zeros(2, dtype=torch.long))
+    finally:
+        envs.close()
+    assert not envs.envs.processes[0].is_alive()
+    # The dead worker's engine does not linger as an orphan (SIGKILL lands asynchronously).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid in engines):
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in engines)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_are_not_forked_from_the_training_process():
+    """Workers come from a clean forkserver, so they never inherit the trainer's thread pools."""
+    envs = make_vec_env("doom-basic", 2, seed=0, device="cpu", training=True)
+    try:
+        for process in envs.envs.processes:
+            with open(f"/proc/{process.pid}/stat") as stat:
+                parent_pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            assert parent_pid != os.getpid()
+    finally:
+        envs.close()
+
+
+def test_a_killed_engine_is_a_clear_env_error_in_a_worker_and_in_process():
+    """ViZDoom's engine runs as its own process; when it dies, ViZDoom's exception becomes an
+    EnvError naming the env, whether the env runs in a worker or in this process."""
+    import signal
+
+    envs = make_vec_env("doom-basic", 2, seed=0, device="cpu", training=True)
+    try:
+        envs.reset(seed=0)
+        for pid, _ in envs._emulators[0]:
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(EnvError, match="engine of env 0"):
+            for _ in range(5):
+                envs.step(torch.zeros(2, dtype=torch.long))
+    finally:
+        envs.close()
+
+    env = DoomEnv(get_scenario("basic"), seed=0)
+    env.reset(seed=0)
+    try:
+        for pid, _ in _child_pids(os.getpid()):
+            with open(f"/proc/{pid}/cmdline") as cmdline:
+                if "vizdoom" in cmdline.read():
+                    os.kill(pid, signal.SIGKILL)
+        with pytest.raises(EnvError, match="engine of env 0"):
+            for _ in range(5):
+                env.step(0)
+    finally:
+        env.close()
