@@ -149,9 +149,14 @@ class DQNAgent:
         return cfg.start_epsilon + frac * (cfg.final_epsilon - cfg.start_epsilon)
 
     def _epsilon_greedy(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
+        shape = (obs.shape[0],)
+        random_actions = torch.randint(0, self.num_actions, shape, device=self.device)
+        explore = torch.rand(shape, device=self.device) < epsilon
+        if epsilon >= 1.0 or (epsilon > 0.0 and bool(explore.all())):
+            # Every env explores: skip the forward pass (early in training, most steps). The
+            # host sync this costs on CUDA is one the env step makes anyway (actions go to the host).
+            return random_actions
         greedy = self._q(self.q_net, obs).argmax(dim=1)
-        random_actions = torch.randint(0, self.num_actions, greedy.shape, device=self.device)
-        explore = torch.rand(greedy.shape, device=self.device) < epsilon
         return torch.where(explore, random_actions, greedy)
 
     @torch.no_grad()

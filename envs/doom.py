@@ -526,6 +526,11 @@ class DoomEnv(gym.Env):
         if self._seed is not None:
             game.set_seed(int(self._seed) % 2**31)
         _hide_descriptors_from_the_engine()
+        # The engine makes ./_vizdoom/ (beside its ./_vizdoom.ini) with a check-then-mkdir: engines
+        # starting together in a fresh directory race, and the loser fails ("Failed to create
+        # ./_vizdoom/ directory: File exists") and takes its worker down with SIGSEGV (seen in
+        # CI on a clean clone). Creating it first, idempotently, leaves nothing to race on.
+        os.makedirs("_vizdoom", exist_ok=True)
         try:
             game.init()
         except Exception as err:  # ViZDoom's own exception types; keep its message

@@ -19,6 +19,7 @@ backend quirks:
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -131,6 +132,9 @@ class GymVecEnv(VecEnv):
             # spawn and the default forkserver preload would re-run); each worker then costs a
             # fork. Python 3.14 made forkserver the default start method on Linux.
             multiprocessing.get_context("forkserver").set_forkserver_preload(["envs.doom", "envs.atari"])
+            # Forkserver children start in the server's directory; run each in this one, as a
+            # forked worker would (emulators write files relative to it: _vizdoom.ini, demos).
+            env_fns = [functools.partial(_make_in_directory, os.getcwd(), fn) for fn in env_fns]
             try:
                 self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="forkserver")
             except (EOFError, BrokenPipeError, ConnectionResetError) as err:
@@ -266,6 +270,11 @@ def _close_with_dead_workers(envs: gym.vector.AsyncVectorEnv, timeout: float = 1
         if pipe is not None:
             pipe.close()
     envs.closed = True
+
+
+def _make_in_directory(directory: str, env_fn):
+    os.chdir(directory)
+    return env_fn()
 
 
 def _child_pids(pid: int) -> list[tuple[int, str]]:

@@ -334,3 +334,19 @@ def test_a_killed_engine_is_a_clear_env_error_in_a_worker_and_in_process():
                 env.step(0)
     finally:
         env.close()
+
+
+def test_workers_run_in_the_callers_directory_and_start_together_in_a_fresh_one(tmp_path, monkeypatch):
+    """Engines write ./_vizdoom.ini and ./_vizdoom/ in the worker's directory, which is the
+    caller's (as with a fork); several starting at once in a directory without them must all come
+    up (CI once lost a worker to the engines' race to create ./_vizdoom/)."""
+    for attempt in range(3):
+        fresh = tmp_path / str(attempt)
+        fresh.mkdir()
+        monkeypatch.chdir(fresh)
+        envs = make_vec_env("doom-basic", 4, seed=attempt, device="cpu", training=True)
+        try:
+            assert envs.reset(seed=attempt).shape[0] == 4
+        finally:
+            envs.close()
+        assert (fresh / "_vizdoom").is_dir() and (fresh / "_vizdoom.ini").is_file()
