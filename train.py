@@ -413,11 +413,11 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
         checkpoints = CheckpointManager(run_dir, cfg.keep_checkpoints)
         video = _video_recorder(cfg, run_dir) if cfg.capture_video and rank == 0 else None
 
-        def save() -> None:
+        def save(at_step: int) -> None:
             if rank == 0:
                 checkpoints.save(make_payload(
                     cfg.algo, cfg.env, asdict(algo_cfg), asdict(cfg), envs.obs_shape, envs.num_actions,
-                    global_step, agent.state_dict(),
+                    at_step, agent.state_dict(),
                 ))
 
         progress = _progress_bar(cfg, global_step, rank)
@@ -441,7 +441,7 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
                     if logger:
                         logger.log_metrics(metrics, global_step)
                     if global_step >= next_checkpoint:
-                        save()
+                        save(global_step)
                         next_checkpoint += cfg.checkpoint_interval
                     if logger and logger.solved(cfg.stop_return):
                         print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping", file=sys.stderr)
@@ -453,15 +453,15 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
                     if result.episodes and logger:
                         progress.set_postfix(mean_return=f"{logger.mean_recent_return:.2f}", refresh=False)
         except KeyboardInterrupt:
-            print(f"\ninterrupted at step {global_step}; saving a checkpoint", file=sys.stderr)
-            _save_if_consistent(agent, save)
+            saved_at = _save_final(agent, save, global_step, envs.num_envs)
+            print(f"\ninterrupted at step {global_step}; checkpoint saved at step {saved_at}", file=sys.stderr)
             raise
         except EnvError as error:
             # An emulator crashed mid-run: keep what was learned and say how to go on.
-            _save_if_consistent(agent, save)
-            raise EnvError(f"{error} at step {global_step}; continue from the latest checkpoint with "
+            saved_at = _save_final(agent, save, global_step, envs.num_envs)
+            raise EnvError(f"{error} at step {global_step}; checkpoint saved at step {saved_at}, continue with "
                            f"`python train.py --resume {run_dir}`") from error
-        _save_if_consistent(agent, save)
+        _save_final(agent, save, global_step, envs.num_envs)
     finally:
         envs.close()
         if "progress" in locals() and progress is not None:
@@ -475,12 +475,17 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
     return run_dir
 
 
-def _save_if_consistent(agent: Any, save) -> None:
-    # An on-policy agent mid-rollout would resume with a partial rollout: save only at its
-    # update boundary (the previous checkpoint stays valid otherwise).
+def _save_final(agent: Any, save, global_step: int, num_envs: int) -> int:
+    """Save the last checkpoint of a run that ends, is interrupted or loses an env; returns its step.
+
+    An on-policy agent that stops mid-rollout holds the weights of its last update and a partial
+    rollout it never learned from: the checkpoint is labelled with that update's step, so that
+    --resume collects the rollout again instead of skipping its steps.
+    """
     storage = getattr(agent, "storage", None)
-    if storage is None or storage.step == 0:
-        save()
+    at_step = global_step - (storage.step * num_envs if storage is not None else 0)
+    save(at_step)
+    return at_step
 
 
 def _progress_bar(cfg: RunConfig, start: int, rank: int):

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 SETTINGS = {"buffer_size": 100_000, "learning_starts": 1_000, "train_frequency": 4, "batch_size": 32,
             "target_update_interval": 1_000, "learning_rate": 1e-4, "gamma": 0.99}
+EXPLORATION = {"exploration_fraction": 0.1, "final_epsilon": 0.05}  # SB3's defaults: epsilon 1 -> 0.05
 
 # BreakoutNoFrameskip-v4 semantics (what SB3 and the papers use): SB3's AtariWrapper skips frames.
 NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
@@ -35,7 +36,7 @@ def bench_pixelplay(steps: int, device: torch.device, backend: str) -> tuple[flo
 
     torch.manual_seed(0)
     envs = make_vec_env("breakout", 1, seed=0, device=device, backend=backend)
-    cfg = DQNConfig(**SETTINGS, exploration_fraction=0.1)
+    cfg = DQNConfig(**SETTINGS, **EXPLORATION)
     agent = DQNAgent(cfg, envs.obs_shape, envs.num_actions, 1, steps, device, frame_stack=envs.frame_stack)
     bytes_per_transition = agent.replay.nbytes / cfg.buffer_size
     obs = envs.reset(seed=0)
@@ -68,7 +69,8 @@ def bench_sb3(steps: int, device: torch.device) -> tuple[float, float]:
     model = DQN("CnnPolicy", env, buffer_size=s["buffer_size"], learning_starts=s["learning_starts"],
                 train_freq=s["train_frequency"], batch_size=s["batch_size"],
                 target_update_interval=s["target_update_interval"], learning_rate=s["learning_rate"],
-                gamma=s["gamma"], exploration_fraction=0.1, device=str(device), seed=0)
+                gamma=s["gamma"], exploration_fraction=EXPLORATION["exploration_fraction"],
+                exploration_final_eps=EXPLORATION["final_epsilon"], device=str(device), seed=0)
     buffer = model.replay_buffer
     arrays = [buffer.observations, buffer.next_observations, buffer.actions, buffer.rewards, buffer.dones,
               buffer.timeouts]

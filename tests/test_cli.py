@@ -171,9 +171,22 @@ def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, 
     assert train.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: an env worker process died during step: env 1 (exit code -9)")
-    assert f"--resume {run_dir}" in err
+    assert "checkpoint saved at step 192" in err and f"--resume {run_dir}" in err
     assert load_checkpoint(run_dir)["global_step"] == 192
 
     monkeypatch.setattr(GymVecEnv, "step", real_step)
     assert train.main(["--resume", str(run_dir), "--total-steps", "256", "--no-track", "--no-progress"]) == 0
     assert load_checkpoint(run_dir)["global_step"] == 256
+
+
+def test_a_run_that_ends_mid_rollout_keeps_its_model(tmp_path):
+    """--total-steps need not be a multiple of the rollout: the run still leaves a checkpoint,
+    labelled with the step of the update its weights come from (200 steps end 4 into the fourth
+    rollout of 2 x 32), and --resume collects that rollout again."""
+    run_dir = tmp_path / "ragged"
+    args = ["--env", "doom-basic", "--num-envs", "2", "--total-steps", "200", "--run-dir", str(run_dir),
+            "--no-track", *SMALL_PPO]
+    assert train.main(args) == 0
+    assert load_checkpoint(run_dir)["global_step"] == 192
+    assert train.main(["--resume", str(run_dir), "--total-steps", "256", "--no-track", "--no-progress"]) == 0
+    assert [int(r["global_step"]) for r in _rows(run_dir / "metrics.csv")] == [64, 128, 192, 256]
