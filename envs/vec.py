@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import warnings
+from multiprocessing.connection import wait
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -31,6 +32,9 @@ import numpy as np
 import torch
 
 from envs.errors import EnvError
+
+_PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
+"""What talking to a worker that has died raises, depending on where the call was."""
 
 EPISODE_INFO_KEY = "pixelplay_episode"
 """Key under which a single env's ``info`` carries the record of a finished full game."""
@@ -126,18 +130,17 @@ class GymVecEnv(VecEnv):
         if asynchronous:
             # "forkserver": workers are forked from a small single-threaded server process, not
             # from this one. Forking the trainer itself copies a process whose torch/OpenMP,
-            # EnvPool, cv2 and wandb threads may hold locks mid-operation; a child could crash at
-            # start-up (seen once in CI as a worker dying in ViZDoom's reset). The server is
-            # started once per process and imports the env modules once (not the user's __main__, which
-            # spawn and the default forkserver preload would re-run); each worker then costs a
-            # fork. Python 3.14 made forkserver the default start method on Linux.
+            # EnvPool, cv2 and wandb threads may hold locks mid-operation, which a child can
+            # deadlock or crash on. The server is started once per process and preloads the env
+            # modules; each worker then costs a fork. Python 3.14 made forkserver the default
+            # start method on Linux.
             multiprocessing.get_context("forkserver").set_forkserver_preload(["envs.doom", "envs.atari"])
             # Forkserver children start in the server's directory; run each in this one, as a
             # forked worker would (emulators write files relative to it: _vizdoom.ini, demos).
             env_fns = [functools.partial(_make_in_directory, os.getcwd(), fn) for fn in env_fns]
             try:
                 self.envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, context="forkserver")
-            except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+            except _PIPE_ERRORS as err:
                 raise EnvError(
                     "the env worker processes died while starting. In a script of your own, put its "
                     "top-level code under `if __name__ == \"__main__\":`: workers start like "
@@ -191,11 +194,9 @@ class GymVecEnv(VecEnv):
         died without closing its end (or raise a bare EOFError / BrokenPipeError); waiting on
         the process sentinels as well turns a crashed emulator into one line naming the env.
         """
-        from multiprocessing.connection import wait
-
         try:
             send(*args, **kwargs)
-        except (BrokenPipeError, ConnectionResetError) as err:
+        except _PIPE_ERRORS as err:
             raise self._worker_died(operation) from err
         waiting = list(self.envs.parent_pipes)
         sentinels = {process.sentinel: i for i, process in enumerate(self.envs.processes)}
@@ -212,7 +213,7 @@ class GymVecEnv(VecEnv):
                 # the error itself (an EnvError from the env) already says what failed.
                 warnings.filterwarnings("ignore", category=UserWarning, module="gymnasium.vector")
                 return receive()
-        except (EOFError, BrokenPipeError, ConnectionResetError) as err:
+        except _PIPE_ERRORS as err:
             raise self._worker_died(operation) from err
 
     def _worker_died(self, operation: str) -> EnvError:
@@ -260,7 +261,7 @@ def _close_with_dead_workers(envs: gym.vector.AsyncVectorEnv, timeout: float = 1
             pipe.send(("close", None))
             if pipe.poll(timeout):
                 pipe.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError):
+        except _PIPE_ERRORS:
             pass
     for pipe, process in zip(envs.parent_pipes, envs.processes):
         process.join(timeout=timeout)
