@@ -11,6 +11,17 @@ agent -> act / step / observe / update -> logs and checkpoints.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # `python train.py` runs the installed package's copy of this file (pixelplay.train), so that
+    # every class and function exists under one module name; nothing below runs as __main__.
+    import sys
+
+    try:
+        from pixelplay.train import main
+    except ImportError as error:
+        sys.exit(f"error: pixelplay is not installed ({error}); run `pip install -e .` in this checkout first")
+    sys.exit(main())
+
 import os
 
 # Idle OpenMP threads sleep instead of spinning. The loop alternates between env workers and
@@ -37,10 +48,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents import ALGOS, make_config, preset_for
-from agents.checkpoint import CheckpointManager, load_checkpoint, make_payload, set_rng_state
-from envs import ENVS, make_vec_env, resolve_env
-from envs.errors import EnvError, PixelplayError
+from pixelplay.agents import ALGOS, make_config, preset_for
+from pixelplay.agents.checkpoint import CheckpointManager, load_checkpoint, make_payload, set_rng_state
+from pixelplay.envs import ENVS, make_vec_env, resolve_env
+from pixelplay.envs.errors import EnvError, PixelplayError
 
 
 @dataclass
@@ -499,7 +510,7 @@ def _progress_bar(cfg: RunConfig, start: int, rank: int):
 
 
 def _video_recorder(cfg: RunConfig, run_dir: Path):
-    from eval.record import PeriodicRecorder
+    from pixelplay.eval.record import PeriodicRecorder
 
     return PeriodicRecorder(cfg.env, run_dir / "videos", every=cfg.video_every, seed=cfg.seed)
 

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from agents.checkpoint import CheckpointError, load_checkpoint
-from agents.dqn import DQNAgent, DQNConfig
-from agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig
+from pixelplay.agents.checkpoint import CheckpointError, load_checkpoint
+from pixelplay.agents.dqn import DQNAgent, DQNConfig
+from pixelplay.agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig
 
 
 class Algo(NamedTuple):

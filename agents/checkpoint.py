@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.errors import PixelplayError
+from pixelplay.envs.errors import PixelplayError
 
 FORMAT = "pixelplay-checkpoint"
 VERSION = 1

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from agents.networks import QNetwork, autocast, build_extractor
-from agents.replay import ReplayBatch, ReplayBuffer
-from envs.errors import PixelplayError
-from envs.vec import StepResult
+from pixelplay.agents.networks import QNetwork, autocast, build_extractor
+from pixelplay.agents.replay import ReplayBatch, ReplayBuffer
+from pixelplay.envs.errors import PixelplayError
+from pixelplay.envs.vec import StepResult
 
 
 @dataclass

@@ -22,7 +22,7 @@ import gymnasium as gym
 import torch
 from torch import nn
 
-from envs.errors import PixelplayError
+from pixelplay.envs.errors import PixelplayError
 
 
 class GeometryError(PixelplayError):

@@ -13,9 +13,9 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Categorical
 
-from agents.networks import ActorCritic, autocast, build_extractor
-from agents.rollout import RolloutBatch, RolloutStorage, compute_gae
-from envs.vec import StepResult
+from pixelplay.agents.networks import ActorCritic, autocast, build_extractor
+from pixelplay.agents.rollout import RolloutBatch, RolloutStorage, compute_gae
+from pixelplay.envs.vec import StepResult
 
 
 @dataclass

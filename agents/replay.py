@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from envs.errors import PixelplayError
+from pixelplay.envs.errors import PixelplayError
 
 __all__ = ["ReplayBatch", "ReplayBuffer"]
 

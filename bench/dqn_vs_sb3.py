@@ -31,8 +31,8 @@ NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
 
 
 def bench_pixelplay(steps: int, device: torch.device, backend: str) -> tuple[float, float]:
-    from agents.dqn import DQNAgent, DQNConfig
-    from envs import make_vec_env
+    from pixelplay.agents.dqn import DQNAgent, DQNConfig
+    from pixelplay.envs import make_vec_env
 
     torch.manual_seed(0)
     envs = make_vec_env("breakout", 1, seed=0, device=device, backend=backend)

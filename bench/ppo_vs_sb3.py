@@ -30,8 +30,8 @@ NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
 
 
 def bench_pixelplay(steps: int, backend: str, precision: str) -> float:
-    from agents.ppo import PPOAgent, PPOConfig
-    from envs import make_vec_env
+    from pixelplay.agents.ppo import PPOAgent, PPOConfig
+    from pixelplay.envs import make_vec_env
 
     c = COMMON
     cfg = PPOConfig(learning_rate=c["learning_rate"], num_steps=c["num_steps"], update_epochs=c["update_epochs"],

@@ -12,8 +12,8 @@ import re
 
 import torch
 
-from envs.errors import EnvError, MissingDependencyError, PixelplayError
-from envs.vec import EPISODE_INFO_KEY, StepResult, VecEnv
+from pixelplay.envs.errors import EnvError, MissingDependencyError, PixelplayError
+from pixelplay.envs.vec import EPISODE_INFO_KEY, StepResult, VecEnv
 
 __all__ = [
     "ENVS",
@@ -86,11 +86,11 @@ def make_vec_env(
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
     family, target = resolve_env(env_id)
     if family == "atari":
-        from envs.atari import make_atari_vec
+        from pixelplay.envs.atari import make_atari_vec
 
         return make_atari_vec(target, num_envs, seed, device, training=training, backend=backend, **options)
     if backend not in ("auto", "gymnasium"):
         raise EnvError(f"env backend '{backend}' does not serve ViZDoom; use --env-backend gymnasium or auto")
-    from envs.doom import make_doom_vec
+    from pixelplay.envs.doom import make_doom_vec
 
     return make_doom_vec(target, num_envs, seed, device, training=training, **options)

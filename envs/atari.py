@@ -61,8 +61,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.errors import EnvError, MissingDependencyError
-from envs.vec import EPISODE_INFO_KEY, GymVecEnv, VecEnv
+from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv, VecEnv
 
 __all__ = [
     "BACKENDS",

@@ -38,9 +38,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
-from envs.errors import EnvError, MissingDependencyError
-from envs.vec import EPISODE_INFO_KEY, GymVecEnv
+from pixelplay.envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
+from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv
 
 TICRATE = 35
 """Doom's game tics per second: converts ``episode_minutes`` to tics."""

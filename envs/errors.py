@@ -1,6 +1,6 @@
 """User-facing errors: each carries a one-line message that says what is wrong and how to fix it.
 
-The CLIs (`train.py`, `python -m eval`) catch `PixelplayError`, print its message and exit with
+The CLIs (`train.py`, `python -m pixelplay.eval`) catch `PixelplayError`, print its message and exit with
 status 2; anything else is a bug and keeps its traceback.
 """
 

@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.errors import EnvError
+from pixelplay.envs.errors import EnvError
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
 """What talking to a worker that has died raises, depending on where the call was."""
@@ -134,7 +134,7 @@ class GymVecEnv(VecEnv):
             # deadlock or crash on. The server is started once per process and preloads the env
             # modules; each worker then costs a fork. Python 3.14 made forkserver the default
             # start method on Linux.
-            multiprocessing.get_context("forkserver").set_forkserver_preload(["envs.doom", "envs.atari"])
+            multiprocessing.get_context("forkserver").set_forkserver_preload([f"{__package__}.doom", f"{__package__}.atari"])
             # Forkserver children start in the server's directory; run each in this one, as a
             # forked worker would (emulators write files relative to it: _vizdoom.ini, demos).
             env_fns = [functools.partial(_make_in_directory, os.getcwd(), fn) for fn in env_fns]

@@ -1,4 +1,4 @@
-"""pixelplay's evaluation harness: ``python -m eval {doom-table,score,record,watch,plot} ...``.
+"""pixelplay's evaluation harness: ``python -m pixelplay.eval {doom-table,score,record,watch,plot} ...``.
 
 * `eval.doom_table`: the human-vs-agent DOOM table of Lample & Chaplot 2017 (single player
   against the built-in bots, multiplayer over loopback), with this project's agent in it;

@@ -1,4 +1,4 @@
-"""The eval command line: ``python -m eval COMMAND ...`` (``python -m eval COMMAND --help``).
+"""The eval command line: ``python -m pixelplay.eval COMMAND ...`` (``python -m pixelplay.eval COMMAND --help``).
 
 Bad input (a missing or corrupt checkpoint, an env the command cannot serve, a flag out of
 range) prints one line and exits with status 2; anything else is a bug and keeps its traceback.
@@ -10,15 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from envs.errors import PixelplayError
+from pixelplay.envs.errors import PixelplayError
 
 EPILOG = """examples:
-  python -m eval doom-table runs/doom-deathmatch__ppo__s1__20261129-101500
-  python -m eval doom-table --policy random --minutes 1 --matches 2 --bots 2 --out /tmp/table
-  python -m eval score runs/breakout__dqn__s1__20261129-101500 --episodes 30 --epsilon 0.05
-  python -m eval record runs/breakout__ppo__s1__20261129-101500 --episodes 2
-  python -m eval watch runs/doom-basic__ppo__s1__20261129-101500
-  python -m eval plot runs/breakout__ppo__s1__* runs/breakout__dqn__s1__*
+  python -m pixelplay.eval doom-table runs/doom-deathmatch__ppo__s1__20261129-101500
+  python -m pixelplay.eval doom-table --policy random --minutes 1 --matches 2 --bots 2 --out /tmp/table
+  python -m pixelplay.eval score runs/breakout__dqn__s1__20261129-101500 --episodes 30 --epsilon 0.05
+  python -m pixelplay.eval record runs/breakout__ppo__s1__20261129-101500 --episodes 2
+  python -m pixelplay.eval watch runs/doom-basic__ppo__s1__20261129-101500
+  python -m pixelplay.eval plot runs/breakout__ppo__s1__* runs/breakout__dqn__s1__*
 """
 
 
@@ -38,7 +38,7 @@ def _player_args(parser: argparse.ArgumentParser, policies: tuple[str, ...], nee
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m eval",
+        prog="python -m pixelplay.eval",
         description="Evaluate pixelplay agents: the DOOM human-vs-agent table, standard-protocol scores, "
                     "videos, live play and learning curves.",
         epilog=EPILOG,
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     # ---- doom-table
-    from eval.doom_table import TableConfig
+    from pixelplay.eval.doom_table import TableConfig
 
     d = TableConfig()
     table = sub.add_parser(
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--inject-fault", choices=("hang", "die"), default="", help=argparse.SUPPRESS)
 
     # ---- score
-    from eval.score import ScoreConfig
+    from pixelplay.eval.score import ScoreConfig
 
     s = ScoreConfig()
     score = sub.add_parser(
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _player(args, command: str, builtin_default_env: str | None = None):
     """The `PolicySpec` and env id a command plays, from CHECKPOINT_OR_RUN / --policy / --env."""
-    from eval.policies import PolicySpec, checkpoint_env, parse_policy
+    from pixelplay.eval.policies import PolicySpec, checkpoint_env, parse_policy
 
     if args.policy and args.target:
         raise PixelplayError(f"{command}: give a checkpoint or --policy {args.policy}, not both")
@@ -182,14 +182,14 @@ def _player(args, command: str, builtin_default_env: str | None = None):
 
 
 def _out_dir(args, command: str, spec) -> Path:
-    from eval.common import output_dir
+    from pixelplay.eval.common import output_dir
 
     default = str(Path("runs") / f"eval_{command}_{spec.kind}")
     return output_dir(args.target, args.out, default)
 
 
 def cmd_doom_table(args) -> int:
-    from eval import doom_table
+    from pixelplay.eval import doom_table
 
     spec, _ = _player(args, "doom-table", builtin_default_env=doom_table.TABLE_ENV)
     if spec.kind == "checkpoint":
@@ -214,7 +214,7 @@ def cmd_doom_table(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from eval import score as scoring
+    from pixelplay.eval import score as scoring
 
     spec, env_id = _player(args, "score")
     cfg = scoring.ScoreConfig(
@@ -231,7 +231,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_record(args) -> int:
-    from eval.record import record_episodes
+    from pixelplay.eval.record import record_episodes
 
     spec, env_id = _player(args, "record")
     out = _out_dir(args, "record", spec) / "videos"
@@ -246,7 +246,7 @@ def cmd_record(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from eval.record import watch
+    from pixelplay.eval.record import watch
 
     spec, env_id = _player(args, "watch")
     watch(spec, env_id, _out_dir(args, "watch", spec) / "videos", seed=args.seed, episodes=args.episodes)
@@ -254,7 +254,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from eval.plot import plot_runs
+    from pixelplay.eval.plot import plot_runs
 
     plot_runs(args.runs, args.out, args.smooth)
     return 0

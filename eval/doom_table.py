@@ -38,8 +38,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from envs.errors import MissingDependencyError, PixelplayError
-from eval.baselines import (
+from pixelplay.envs.errors import MissingDependencyError, PixelplayError
+from pixelplay.eval.baselines import (
     DOOM_METRIC_LABELS,
     DOOM_METRICS,
     DOOM_PAPER,
@@ -47,8 +47,8 @@ from eval.baselines import (
     kd_ratio,
     paper_kd_mismatches,
 )
-from eval.common import atomic_write_json, atomic_write_text, display_available
-from eval.policies import PolicySpec
+from pixelplay.eval.common import atomic_write_json, atomic_write_text, display_available
+from pixelplay.eval.policies import PolicySpec
 
 TABLE_ENV = "doom-deathmatch"
 """The env name (``envs.ENVS``) whose agents can sit at the table."""
@@ -168,7 +168,7 @@ ENV_TARGET = "deathmatch"
 
 def table_scenario():
     """The doom-deathmatch scenario the table's matches are played in."""
-    from envs.doom import SCENARIOS
+    from pixelplay.envs.doom import SCENARIOS
 
     return SCENARIOS[ENV_TARGET]
 
@@ -189,9 +189,9 @@ def _player_main(spec: PlayerSpec, conn) -> None:
         import torch
 
         torch.set_num_threads(1)
-        from envs.doom import DoomEnv
-        from envs.vec import EPISODE_INFO_KEY
-        from eval.policies import build_policy
+        from pixelplay.envs.doom import DoomEnv
+        from pixelplay.envs.vec import EPISODE_INFO_KEY
+        from pixelplay.eval.policies import build_policy
 
         conn.send(("progress", "starting"))
         env = DoomEnv(table_scenario(), seed=spec.seed, training=False, **spec.env_options)
@@ -489,7 +489,7 @@ def run_table(agent: PolicySpec, cfg: TableConfig, log=print) -> dict[str, Any]:
 
 
 def _opponent_spec(cfg: TableConfig) -> PolicySpec:
-    from eval.policies import parse_policy
+    from pixelplay.eval.policies import parse_policy
 
     spec = parse_policy(cfg.opponent, cfg.epsilon, cfg.device)
     if spec.kind == "checkpoint":
@@ -499,7 +499,7 @@ def _opponent_spec(cfg: TableConfig) -> PolicySpec:
 
 def check_table_checkpoint(spec: PolicySpec, what: str = "the agent") -> None:
     """A checkpoint at the table must be a doom-deathmatch agent (its actions and inputs)."""
-    from eval.policies import checkpoint_env
+    from pixelplay.eval.policies import checkpoint_env
 
     env_id = checkpoint_env(spec)
     if env_id != TABLE_ENV:
@@ -540,7 +540,7 @@ def _log_match(log, record: MatchRecord) -> None:
 
 def protocol(cfg: TableConfig) -> dict[str, Any]:
     """What was used, in words and flags, next to what the paper did."""
-    from envs.doom import DEATHMATCH_ARGS, SCENARIOS
+    from pixelplay.envs.doom import DEATHMATCH_ARGS, SCENARIOS
 
     spec = SCENARIOS[ENV_TARGET]
     return {

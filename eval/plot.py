@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.errors import PixelplayError
-from eval import baselines
+from pixelplay.envs.errors import PixelplayError
+from pixelplay.eval import baselines
 
 FRAME_SKIP = 4
 """Env frames per agent step (Atari and the Doom scenarios alike)."""
@@ -101,7 +101,7 @@ def plot_learning_curves(run_dirs: list[Path], out_path: Path, smooth: int = 20)
 
 def plot_doom_table(table_json: Path, out_path: Path) -> Path:
     """Grouped bars of the DOOM table: paper human, Arnold and this agent, per setting."""
-    from eval.doom_table import table_columns
+    from pixelplay.eval.doom_table import table_columns
 
     result = json.loads(Path(table_json).read_text())
     columns = table_columns(result)

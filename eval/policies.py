@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from envs import resolve_env
-from envs.errors import PixelplayError
+from pixelplay.envs import resolve_env
+from pixelplay.envs.errors import PixelplayError
 
 POLICY_KINDS = ("checkpoint", "random", "scripted", "human")
 
@@ -51,7 +51,7 @@ def parse_policy(value: str, epsilon: float | None = None, device: str = "cpu") 
         return PolicySpec(value, device=device)
     if value == "human":
         raise PixelplayError("a person plays with --human, not as a policy or --opponent")
-    from agents.checkpoint import resolve_checkpoint
+    from pixelplay.agents.checkpoint import resolve_checkpoint
 
     return PolicySpec("checkpoint", str(resolve_checkpoint(value)), epsilon, device)
 
@@ -129,7 +129,7 @@ class AgentPolicy:
 
 def load_agent_policy(path: str, *, epsilon: float | None = None, device: str = "cpu", num_envs: int = 1) -> AgentPolicy:
     """Rebuild a checkpoint's agent; ``epsilon`` overrides a DQN's evaluation epsilon."""
-    from agents import load_agent
+    from pixelplay.agents import load_agent
 
     agent, checkpoint = load_agent(path, device, num_envs)
     if epsilon is not None:
@@ -182,7 +182,7 @@ def check_fits(checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -
 
 def checkpoint_env(spec: PolicySpec) -> str:
     """The env id a checkpoint was trained on (reads the file; validates it)."""
-    from agents.checkpoint import load_checkpoint
+    from pixelplay.agents.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(spec.path)
     env_id = checkpoint["env_id"]

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs import env_family, make_vec_env, resolve_env
-from envs.errors import MissingDependencyError, PixelplayError
-from eval.common import atomic_write_json, display_available
-from eval.policies import PolicySpec, build_policy
+from pixelplay.envs import env_family, make_vec_env, resolve_env
+from pixelplay.envs.errors import MissingDependencyError, PixelplayError
+from pixelplay.eval.common import atomic_write_json, display_available
+from pixelplay.eval.policies import PolicySpec, build_policy
 
 ATARI_FPS = Fraction(60, 4)
 """ALE runs at 60 Hz; one video frame per agent step of 4 frames."""
@@ -243,7 +243,7 @@ def play_episode(
     scale = scale or default_scale(frame.shape[0])
     total, steps, info, terminated, truncated = 0.0, 0, {}, False, False
     started = time.monotonic()
-    from envs.vec import EPISODE_INFO_KEY
+    from pixelplay.envs.vec import EPISODE_INFO_KEY
 
     with VideoWriter(video_path, native.fps) as writer:
         def emit() -> None:
@@ -287,7 +287,7 @@ def play_episode(
 
 
 # ---------------------------------------------------------------------------------------------
-# python -m eval record / watch
+# python -m pixelplay.eval record / watch
 
 
 def _slug(env_id: str) -> str:
@@ -429,7 +429,7 @@ class PeriodicRecorder:
         self.recorded: list[Path] = []
 
     def _doom_timeout(self) -> int | None:
-        from envs.doom import SCENARIOS
+        from pixelplay.envs.doom import SCENARIOS
 
         spec = SCENARIOS.get(self.target)
         return spec.episode_timeout if spec is not None and spec.episode_timeout else None

@@ -22,16 +22,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from envs import env_family, make_vec_env
-from envs.errors import PixelplayError
-from eval import baselines
-from eval.common import atomic_write_json, atomic_write_text
-from eval.policies import PolicySpec, build_policy
+from pixelplay.envs import env_family, make_vec_env
+from pixelplay.envs.errors import PixelplayError
+from pixelplay.eval import baselines
+from pixelplay.eval.common import atomic_write_json, atomic_write_text
+from pixelplay.eval.policies import PolicySpec, build_policy
 
 
 @dataclass
 class ScoreConfig:
-    """The evaluation protocol of `python -m eval score`."""
+    """The evaluation protocol of `python -m pixelplay.eval score`."""
 
     episodes: int = 10
     """full games (episodes) to average over"""
@@ -84,7 +84,7 @@ def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> li
     try:
         action_names = None
         if env_family(env_id) == "doom":
-            from envs.doom import get_scenario
+            from pixelplay.envs.doom import get_scenario
 
             names = get_scenario(_doom_target(env_id)).actions
             action_names = ["+".join(a) if a else "NOOP" for a in names]
@@ -112,7 +112,7 @@ def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> li
 
 
 def _doom_target(env_id: str) -> str:
-    from envs import resolve_env
+    from pixelplay.envs import resolve_env
 
     return resolve_env(env_id)[1]
 
@@ -226,7 +226,7 @@ def action_selection(spec: PolicySpec) -> str:
     """How the player picks actions, in words (for the report)."""
     if spec.kind != "checkpoint":
         return {"random": "uniformly random actions", "scripted": "a scripted player"}.get(spec.kind, spec.kind)
-    from agents.checkpoint import load_checkpoint
+    from pixelplay.agents.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(spec.path)
     if checkpoint["algo"] == "dqn":

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from envs.atari import EnvPoolAtariVecEnv, make_atari_env, make_atari_vec
-from envs.errors import EnvError, MissingDependencyError
-from envs.vec import EPISODE_INFO_KEY, GymVecEnv
+from pixelplay.envs.atari import EnvPoolAtariVecEnv, make_atari_env, make_atari_vec
+from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv
 
 GAME = "ALE/Breakout-v5"
 BREAKOUT_LIVES = 5

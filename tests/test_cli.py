@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
-from agents.checkpoint import load_checkpoint
+from pixelplay import train
+from pixelplay.agents.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_PPO = ["--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1", "--no-progress"]
@@ -111,7 +111,7 @@ def test_resume_from_corrupt_checkpoint_is_refused(tmp_path, capsys):
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path, capsys):
-    from agents.checkpoint import atomic_torch_save, make_payload
+    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
 
     run_dir = tmp_path / "mismatch"
     (run_dir / "config.json").parent.mkdir(parents=True)
@@ -153,7 +153,7 @@ def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, 
     import os
     import signal
 
-    from envs.vec import GymVecEnv
+    from pixelplay.envs.vec import GymVecEnv
 
     real_step, calls = GymVecEnv.step, []
 

@@ -17,9 +17,9 @@ import torch
 pytest.importorskip("vizdoom")
 pytest.importorskip("cv2")
 
-from envs import EnvError, MissingDependencyError, make_vec_env  # noqa: E402
-from envs.doom import SCENARIOS, DoomEnv, get_scenario  # noqa: E402
-from envs.vec import EPISODE_INFO_KEY, _child_pids  # noqa: E402
+from pixelplay.envs import EnvError, MissingDependencyError, make_vec_env  # noqa: E402
+from pixelplay.envs.doom import SCENARIOS, DoomEnv, get_scenario  # noqa: E402
+from pixelplay.envs.vec import EPISODE_INFO_KEY, _child_pids  # noqa: E402
 
 STAT_KEYS = ("kills", "deaths", "suicides", "objects", "frags", "kd_ratio")
 
@@ -255,7 +255,7 @@ def test_errors_name_the_fix(monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_default_observations_fit_the_nature_cnn(name):
-    from agents.networks import NatureCNN
+    from pixelplay.agents.networks import NatureCNN
 
     env = DoomEnv(name)  # no game is started before reset
     NatureCNN(env.observation_space)  # refuses sizes whose strided convs do not tile

@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-import train
-from agents import preset_for
-from agents.checkpoint import load_checkpoint
-from agents.dqn import DQNAgent, DQNConfig
-from agents.replay import ReplayBatch
-from envs.vec import StepResult
+from pixelplay import train
+from pixelplay.agents import preset_for
+from pixelplay.agents.checkpoint import load_checkpoint
+from pixelplay.agents.dqn import DQNAgent, DQNConfig
+from pixelplay.agents.replay import ReplayBatch
+from pixelplay.envs.vec import StepResult
 
 OBS_SHAPE = (4, 36, 36)  # the smallest square input the Nature CNN tiles: 36 -> 8 -> 3 -> 1
 NUM_ACTIONS = 3

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eval import baselines
+from pixelplay.eval import baselines
 
 
 @pytest.mark.parametrize("game", sorted(baselines.ATARI))

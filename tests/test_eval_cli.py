@@ -1,4 +1,4 @@
-"""python -m eval: bad input gives one clear line and exit status 2; --help explains every command."""
+"""python -m pixelplay.eval: bad input gives one clear line and exit status 2; --help explains every command."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.__main__ import build_parser, main
+from pixelplay.eval.__main__ import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_table_flags_out_of_range(capsys):
 
 
 def test_exit_status_from_a_real_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "eval", "score", str(tmp_path / "missing.pt")], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "pixelplay.eval", "score", str(tmp_path / "missing.pt")], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing.pt" in proc.stderr and "Traceback" not in proc.stderr
@@ -76,7 +76,7 @@ def test_help_describes_every_command(capsys):
             parser.parse_args([command, "--help"])
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
-        assert "usage: python -m eval " + command in text
+        assert "usage: python -m pixelplay.eval " + command in text
     with pytest.raises(SystemExit):
         parser.parse_args(["doom-table", "--help"])
     text = capsys.readouterr().out

@@ -1,6 +1,6 @@
 """The DOOM table's counting (envs.doom_stats.DoomStatsTracker) on hand-made game-variable sequences."""
 
-from envs.doom_stats import DoomStatsTracker
+from pixelplay.envs.doom_stats import DoomStatsTracker
 
 ALIVE = {"FRAGCOUNT": 0, "DEATHCOUNT": 0, "HEALTH": 100, "ARMOR": 0, "AMMO2": 50, "AMMO3": 0, "WEAPON2": 1,
          "WEAPON3": 0}
@@ -62,8 +62,8 @@ def test_a_new_weapon_with_its_ammo_is_one_object():
 def test_the_table_env_leaves_out_the_duplicate_ammo_counters():
     # ViZDoom's AMMO4 mirrors AMMO2 (bullets) and AMMO7 mirrors AMMO6 (cells): tracked together, one
     # clip would count twice. The table's scenario drops the mirrors, observations unchanged.
-    from envs.doom import SCENARIOS
-    from eval.doom_table import table_scenario
+    from pixelplay.envs.doom import SCENARIOS
+    from pixelplay.eval.doom_table import table_scenario
 
     spec = table_scenario()
     assert "AMMO4" not in spec.game_variables and "AMMO7" not in spec.game_variables
@@ -78,7 +78,7 @@ def test_the_table_env_leaves_out_the_duplicate_ammo_counters():
 
 def test_one_clip_is_one_object_although_vizdoom_raises_two_ammo_counters():
     # A clip raises AMMO2 and its alias AMMO4 together; only AMMO2 is a tracked variable.
-    from envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
+    from pixelplay.envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
 
     assert "AMMO4" not in TRACKED_VARIABLES and "AMMO7" not in TRACKED_VARIABLES
     tracker = DoomStatsTracker()

@@ -1,4 +1,4 @@
-"""python -m eval doom-table end to end, with short matches and random / scripted / untrained players.
+"""python -m pixelplay.eval doom-table end to end, with short matches and random / scripted / untrained players.
 
 ViZDoom multiplayer is not deterministic here: the joining process sometimes advances 5-7 tics for
 a 4-tic action (it follows the host's clock), so its trajectory varies from run to run. Determinism
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval import doom_table
-from eval.__main__ import main
-from eval.baselines import DOOM_PAPER, kd_ratio
-from eval.policies import PolicySpec
+from pixelplay.eval import doom_table
+from pixelplay.eval.__main__ import main
+from pixelplay.eval.baselines import DOOM_PAPER, kd_ratio
+from pixelplay.eval.policies import PolicySpec
 
 SHORT = dict(minutes=0.25, bots=2, stall_timeout=20)  # 525 tics = 131 agent steps per match
 # A rare multiplayer hang (about 1 match in 30 here) costs stall_timeout, then the match is replayed.
@@ -23,8 +23,8 @@ SHORT = dict(minutes=0.25, bots=2, stall_timeout=20)  # 525 tics = 131 agent ste
 
 def make_checkpoint(path: Path, algo: str, env_id: str, obs_shape, num_actions: int) -> Path:
     """An untrained agent saved the way train.py saves one."""
-    from agents import ALGOS
-    from agents.checkpoint import atomic_torch_save, make_payload
+    from pixelplay.agents import ALGOS
+    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
 
     cfg = ALGOS[algo].config()
     agent = ALGOS[algo].agent(cfg, tuple(obs_shape), num_actions, 1, 1, torch.device("cpu"))
@@ -110,7 +110,7 @@ def test_a_match_that_keeps_dying_is_not_counted():
 
 
 def test_untrained_checkpoint_plays_the_single_player_table(tmp_path):
-    from envs.doom import SCENARIOS
+    from pixelplay.envs.doom import SCENARIOS
 
     spec = SCENARIOS["deathmatch"]
     checkpoint = make_checkpoint(tmp_path / "dm.pt", "ppo", "doom-deathmatch", spec.obs_shape, len(spec.actions))
@@ -152,7 +152,7 @@ def test_markdown_keeps_the_published_numbers_as_printed():
 
 
 def test_players_meet_on_loopback_only_and_a_person_joins_the_agents_game():
-    from envs.doom import DoomEnv
+    from pixelplay.envs.doom import DoomEnv
 
     cfg = doom_table.TableConfig(human=True)
     host, guest = doom_table.multiplayer_players(cfg, PolicySpec("random"), PolicySpec("human"), 7, 5123, "")

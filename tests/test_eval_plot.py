@@ -1,4 +1,4 @@
-"""python -m eval plot on fake run directories: learning curves and the DOOM table as PNG files."""
+"""python -m pixelplay.eval plot on fake run directories: learning curves and the DOOM table as PNG files."""
 
 import csv
 import json
@@ -7,10 +7,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from eval import doom_table
-from eval.__main__ import main
-from eval.baselines import DOOM_PAPER
-from eval.plot import moving_average, read_run
+from pixelplay.eval import doom_table
+from pixelplay.eval.__main__ import main
+from pixelplay.eval.baselines import DOOM_PAPER
+from pixelplay.eval.plot import moving_average, read_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""python -m eval record and train.py's PeriodicRecorder: browser-ready MP4s at native resolution."""
+"""python -m pixelplay.eval record and train.py's PeriodicRecorder: browser-ready MP4s at native resolution."""
 
 import json
 from dataclasses import asdict
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.__main__ import main
-from eval.record import PeriodicRecorder
+from pixelplay.eval.__main__ import main
+from pixelplay.eval.record import PeriodicRecorder
 
 av = pytest.importorskip("av", reason="recording needs PyAV")
 
@@ -50,14 +50,14 @@ def test_record_doom_episode_with_its_engine_demo(tmp_path):
 
 def basic_shape() -> tuple[tuple[int, ...], int]:
     """doom-basic's observation shape and action count (from the scenario table, not constants)."""
-    from envs.doom import SCENARIOS
+    from pixelplay.envs.doom import SCENARIOS
 
     spec = SCENARIOS["basic"]
     return spec.obs_shape, len(spec.actions)
 
 
 def test_periodic_recorder_records_on_schedule_and_keeps_the_rng(tmp_path):
-    from agents import ALGOS
+    from pixelplay.agents import ALGOS
 
     cfg = ALGOS["ppo"].config()
     agent = ALGOS["ppo"].agent(cfg, *basic_shape(), 1, 1, torch.device("cpu"))
@@ -84,8 +84,8 @@ def test_a_failing_recording_warns_and_training_goes_on(tmp_path, capsys):
 
 
 def test_record_agent_checkpoint_from_a_run_directory(tmp_path):
-    from agents import ALGOS
-    from agents.checkpoint import atomic_torch_save, make_payload
+    from pixelplay.agents import ALGOS
+    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -109,7 +109,7 @@ def test_watch_without_a_display_records_and_prints_the_path(tmp_path, monkeypat
 
 
 def test_train_capture_video_writes_step_videos(tmp_path):
-    import train
+    from pixelplay import train
 
     run = tmp_path / "run"
     args = ["--env", "doom-basic", "--num-envs", "2", "--total-steps", "128", "--num-steps", "32", "--num-minibatches",

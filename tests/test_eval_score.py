@@ -1,4 +1,4 @@
-"""python -m eval score: the standard protocol on short Breakout games, references beside the score."""
+"""python -m pixelplay.eval score: the standard protocol on short Breakout games, references beside the score."""
 
 import json
 import statistics
@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval import baselines
-from eval.__main__ import main
-from eval.policies import PolicySpec
-from eval.score import ScoreConfig, score
+from pixelplay.eval import baselines
+from pixelplay.eval.__main__ import main
+from pixelplay.eval.policies import PolicySpec
+from pixelplay.eval.score import ScoreConfig, score
 
 SHORT = ["--episodes", "2", "--max-frames", "1000", "--env-backend", "gymnasium"]  # <= 250 agent steps a game
 
 
 def make_checkpoint(path: Path, algo: str, env_id: str, obs_shape, num_actions: int) -> Path:
-    from agents import ALGOS
-    from agents.checkpoint import atomic_torch_save, make_payload
+    from pixelplay.agents import ALGOS
+    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
 
     cfg = ALGOS[algo].config()
     agent = ALGOS[algo].agent(cfg, tuple(obs_shape), num_actions, 1, 1, torch.device("cpu"))

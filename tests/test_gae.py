@@ -2,7 +2,7 @@
 
 import torch
 
-from agents.rollout import compute_gae
+from pixelplay.agents.rollout import compute_gae
 
 
 def test_gae_matches_hand_worked_example():

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-import train
+from pixelplay import train
 
 
 @pytest.mark.slow

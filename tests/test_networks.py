@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.networks import GeometryError, ImpalaCNN, NatureCNN, QNetwork, build_extractor
+from pixelplay.agents.networks import GeometryError, ImpalaCNN, NatureCNN, QNetwork, build_extractor
 
 
 @pytest.mark.parametrize(

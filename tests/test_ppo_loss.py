@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from agents.ppo import actor_critic_loss
-from agents.rollout import RolloutBatch
+from pixelplay.agents.ppo import actor_critic_loss
+from pixelplay.agents.rollout import RolloutBatch
 
 
 def _batch():

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents import replay as replay_module
-from agents.replay import ReplayBatch, ReplayBuffer
-from envs.errors import PixelplayError
+from pixelplay.agents import replay as replay_module
+from pixelplay.agents.replay import ReplayBatch, ReplayBuffer
+from pixelplay.envs.errors import PixelplayError
 
 DEVICES = [
     "cpu",
