@@ -34,7 +34,7 @@ either backend (EnvPool drops them, the gymnasium backend mirrors that).
 Sticky actions: ``repeat_action_probability`` is 0.25 when ``sticky_actions`` else 0.0 on both
 backends, whichever id form names the game: the id picks the *game* only. (ALE's own
 ``ALE/*-v5`` registrations default to 0.25 and ``*NoFrameskip-v4`` to 0.0; a reported score
-should say which was used, see ``shared/reference/human-baselines.md``.)
+should say which was used, Machado et al. 2018, section 5.)
 
 Backends, same semantics:
 
@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+from dataclasses import dataclass, fields
 from typing import Any
 
 import ale_py
@@ -62,10 +63,13 @@ import numpy as np
 import torch
 
 from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.spec import ATARI, EnvSpec
 from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv, VecEnv
 
 __all__ = [
     "BACKENDS",
+    "AtariSettings",
+    "atari_spec",
     "FRAME_SKIP",
     "DeepMindAtari",
     "EnvPoolAtariVecEnv",
@@ -75,6 +79,12 @@ __all__ = [
 
 FRAME_SKIP = 4
 """Emulator frames per agent step (Mnih et al. 2015). Fixed: every preset and the frame cap assume it."""
+
+ALE_FPS = 60
+"""The Atari 2600's frame rate (NTSC), the rate videos of full frames play at."""
+
+MAX_EPISODE_FRAMES = 108_000
+"""30 minutes of play at 60 Hz: the per-game cap of the standard protocol (Machado et al. 2018)."""
 
 BACKENDS = ("auto", "gymnasium", "envpool")
 
@@ -89,71 +99,116 @@ _ENVPOOL_HINT = "pip install 'pixelplay[envpool]' (Linux only), or use --env-bac
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AtariSettings:
+    """The preprocessing options both backends take (see the module docstring), checked once."""
+
+    training: bool = True
+    """episodic life and sign-clipped rewards (training) or full games with raw scores (evaluation)"""
+    sticky_actions: bool = False
+    """repeat the previous action with probability 0.25 (Machado et al. 2018)"""
+    noop_max: int = 30
+    """most no-op frames at a game's start (0 and 1 both give one reset frame, as EnvPool runs one)"""
+    max_episode_frames: int = MAX_EPISODE_FRAMES
+    """per-game cap in emulator frames, rounded down to whole agent steps (a truncation)"""
+    frame_stack: int = 4
+    """frames stacked along the channel axis"""
+    screen_size: int = 84
+    """observation height and width"""
+
+    def __post_init__(self) -> None:
+        if self.noop_max < 0:
+            raise EnvError(f"noop_max must be >= 0, got {self.noop_max}")
+        if self.frame_stack < 1 or self.screen_size < 1:
+            raise EnvError(
+                f"frame_stack and screen_size must be positive, got {self.frame_stack} and {self.screen_size}"
+            )
+        if self.max_episode_frames < FRAME_SKIP:
+            raise EnvError(f"max_episode_frames must be at least {FRAME_SKIP}, got {self.max_episode_frames}")
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.max_episode_frames // FRAME_SKIP
+
+    @property
+    def repeat_action_probability(self) -> float:
+        return 0.25 if self.sticky_actions else 0.0
+
+
+def atari_settings(**options: Any) -> AtariSettings:
+    """`AtariSettings` from keyword options, refusing unknown names with a clear `EnvError`."""
+    known = {f.name for f in fields(AtariSettings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise EnvError(f"unsupported Atari option(s) {', '.join(unknown)}; supported: {', '.join(sorted(known))}")
+    return AtariSettings(**options)
+
+
+def atari_spec(name: str, game_id: str, **options: Any) -> EnvSpec:
+    """The `EnvSpec` of an ALE game under these options (reads the ROM's minimal action set)."""
+    settings = atari_settings(**options)
+    game = _ale_game(game_id)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stdout
+    ale = ale_py.ALEInterface()
+    ale.loadROM(ale_py.roms.get_rom_path(game))
+    eval_cap = settings.max_episode_steps
+    return EnvSpec(
+        name=name,
+        family=ATARI,
+        target=game_id,
+        frame_skip=FRAME_SKIP,
+        frames_per_second=ALE_FPS,
+        action_names=tuple(action.name for action in ale.getMinimalActionSet()),
+        max_train_steps=eval_cap,
+        max_eval_steps=eval_cap,
+        episode_columns=("return", "length", "frames"),
+    )
+
+
 def make_atari_vec(
     game_id: str,
     num_envs: int,
     seed: int,
     device: torch.device | str = "cpu",
     *,
-    training: bool = True,
     backend: str = "auto",
-    sticky_actions: bool = False,
-    noop_max: int = 30,
-    max_episode_frames: int = 108_000,
-    frame_stack: int = 4,
-    screen_size: int = 84,
+    **options: Any,
 ) -> VecEnv:
     """``num_envs`` copies of an ALE game behind one `VecEnv`; env ``i`` is seeded with ``seed + i``.
 
     ``game_id`` is an ALE id (``ALE/Breakout-v5``, ``BreakoutNoFrameskip-v4``); only the game
-    it names matters (see the module docstring for stickiness). ``training`` selects episodic
-    life and reward clipping; ``max_episode_frames`` is the per-game cap in emulator frames
-    (rounded down to whole agent steps). ``noop_max`` 0 and 1 both give one reset frame (FIRE,
-    or a no-op in games without FIRE): EnvPool always runs at least one. Raises `EnvError` for
-    an unknown game or a bad option and `MissingDependencyError` when ``backend="envpool"`` but
-    EnvPool is not installed.
+    it names matters (see the module docstring for stickiness). ``options`` are `AtariSettings`'
+    fields. Raises `EnvError` for an unknown game or a bad option and `MissingDependencyError`
+    when ``backend="envpool"`` but EnvPool is not installed.
     """
     if backend not in BACKENDS:
         raise EnvError(f"unknown env backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     if num_envs < 1:
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
-    if noop_max < 0:
-        raise EnvError(f"noop_max must be >= 0, got {noop_max}")
-    if frame_stack < 1 or screen_size < 1:
-        raise EnvError(f"frame_stack and screen_size must be positive, got {frame_stack} and {screen_size}")
-    if max_episode_frames < FRAME_SKIP:
-        raise EnvError(f"max_episode_frames must be at least {FRAME_SKIP}, got {max_episode_frames}")
+    settings = atari_settings(**options)
     game = _ale_game(game_id)
-    options = dict(
-        training=training,
-        sticky_actions=sticky_actions,
-        noop_max=noop_max,
-        max_episode_frames=max_episode_frames,
-        frame_stack=frame_stack,
-        screen_size=screen_size,
-    )
 
     if backend in ("auto", "envpool"):
         envpool = _import_envpool(required=backend == "envpool")
         if envpool is not None:
             task = _envpool_task(envpool, game)
             if task is not None:
-                return EnvPoolAtariVecEnv(task, num_envs, seed, device, **options)
+                return EnvPoolAtariVecEnv(task, num_envs, seed, device, settings)
             if backend == "envpool":
                 raise EnvError(
                     f"EnvPool has no Atari task for '{game_id}' (game '{game}'); use --env-backend gymnasium"
                 )
 
-    env_fns = [functools.partial(make_atari_env, game_id, seed + i, **options) for i in range(num_envs)]
-    return GymVecEnv(env_fns, device, frame_stack=frame_stack)
+    env_fns = [functools.partial(DeepMindAtari, game_id, seed + i, settings) for i in range(num_envs)]
+    return GymVecEnv(env_fns, device, frame_stack=settings.frame_stack)
 
 
-def make_atari_env(game_id: str, seed: int | None = None, **options) -> DeepMindAtari:
-    """One preprocessed single env (the gymnasium backend's unit; also handy for recording).
+def make_atari_env(game_id: str, seed: int | None = None, **options: Any) -> DeepMindAtari:
+    """One preprocessed single env (the gymnasium backend's unit; also what recording plays).
 
-    ``options`` are `DeepMindAtari`'s; the game id is checked first for a clear error."""
+    ``options`` are `AtariSettings`' fields; the game id is checked first for a clear error."""
     _ale_game(game_id)
-    return DeepMindAtari(game_id, seed, **options)
+    return DeepMindAtari(game_id, seed, atari_settings(**options))
 
 
 def _register_ale() -> None:
@@ -230,18 +285,7 @@ class DeepMindAtari(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(
-        self,
-        game_id: str,
-        seed: int | None = None,
-        *,
-        training: bool = True,
-        sticky_actions: bool = False,
-        noop_max: int = 30,
-        max_episode_frames: int = 108_000,
-        frame_stack: int = 4,
-        screen_size: int = 84,
-    ):
+    def __init__(self, game_id: str, seed: int | None = None, settings: AtariSettings = AtariSettings()):
         import cv2
 
         _register_ale()
@@ -251,7 +295,7 @@ class DeepMindAtari(gym.Env):
         self._outer = gym.make(
             game_id,
             frameskip=1,
-            repeat_action_probability=0.25 if sticky_actions else 0.0,
+            repeat_action_probability=settings.repeat_action_probability,
             full_action_space=False,
             max_num_frames_per_episode=0,
         )
@@ -261,13 +305,14 @@ class DeepMindAtari(gym.Env):
         # EnvPool presses FIRE at reset when the game's action set has it (envpool issue #221).
         self._has_fire = ale_py.Action.FIRE in self._action_set
         self._resize = functools.partial(
-            cv2.resize, dsize=(screen_size, screen_size), interpolation=cv2.INTER_AREA
+            cv2.resize, dsize=(settings.screen_size, settings.screen_size), interpolation=cv2.INTER_AREA
         )
 
-        self.training = training
-        self.noop_max = max(1, noop_max)  # EnvPool always runs at least one reset frame
-        self.max_episode_steps = max_episode_frames // FRAME_SKIP
-        self.observation_space = gym.spaces.Box(0, 255, (frame_stack, screen_size, screen_size), np.uint8)
+        self.training = settings.training
+        self.noop_max = max(1, settings.noop_max)  # EnvPool always runs at least one reset frame
+        self.max_episode_steps = settings.max_episode_steps
+        size = settings.screen_size
+        self.observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
         self.action_space = gym.spaces.Discrete(len(self._action_set))
 
         height, width = self._ale.getScreenDims()
@@ -283,9 +328,6 @@ class DeepMindAtari(gym.Env):
     def ale(self):
         """The emulator (for screens, RAM, recording)."""
         return self._ale
-
-    def get_action_meanings(self) -> list[str]:
-        return self._atari.get_action_meanings()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is None and self._seed is not None:
@@ -402,40 +444,33 @@ class EnvPoolAtariVecEnv(VecEnv):
         num_envs: int,
         seed: int,
         device: torch.device | str = "cpu",
-        *,
-        training: bool = True,
-        sticky_actions: bool = False,
-        noop_max: int = 30,
-        max_episode_frames: int = 108_000,
-        frame_stack: int = 4,
-        screen_size: int = 84,
+        settings: AtariSettings = AtariSettings(),
     ):
         self.task = task
         self.num_envs = num_envs
         self.device = torch.device(device)
-        self.training = training
-        self.frame_stack = frame_stack
+        self.training = settings.training
+        self.frame_stack = settings.frame_stack
+        size = settings.screen_size
         self._options = dict(
             env_type="gymnasium",
             num_envs=num_envs,
             batch_size=num_envs,  # synchronous: every step returns every env, in env order
-            episodic_life=training,
-            reward_clip=training,
-            noop_max=max(1, noop_max),  # EnvPool samples from [1, noop_max]; 0 is undefined there
+            episodic_life=settings.training,
+            reward_clip=settings.training,
+            noop_max=max(1, settings.noop_max),  # EnvPool samples from [1, noop_max]; 0 is undefined there
             frame_skip=FRAME_SKIP,
-            stack_num=frame_stack,
-            img_height=screen_size,
-            img_width=screen_size,
+            stack_num=settings.frame_stack,
+            img_height=size,
+            img_width=size,
             gray_scale=True,
-            repeat_action_probability=0.25 if sticky_actions else 0.0,
-            max_episode_steps=max_episode_frames // FRAME_SKIP,
+            repeat_action_probability=settings.repeat_action_probability,
+            max_episode_steps=settings.max_episode_steps,
             use_fire_reset=True,
             full_action_space=False,
         )
         self._pool = self._make_pool(seed)
-        self.single_observation_space = gym.spaces.Box(
-            0, 255, (frame_stack, screen_size, screen_size), np.uint8
-        )
+        self.single_observation_space = gym.spaces.Box(0, 255, (settings.frame_stack, size, size), np.uint8)
         self.single_action_space = gym.spaces.Discrete(int(self._pool.action_space.n))
         self._env_ids = np.arange(num_envs, dtype=np.int32)
         self._return = np.zeros(num_envs, np.float64)

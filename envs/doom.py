@@ -30,6 +30,7 @@ import contextlib
 import difflib
 import functools
 import itertools
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import numpy as np
 
 from pixelplay.envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
 from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.spec import DOOM, EnvSpec
 from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv
 
 TICRATE = 35
@@ -386,6 +388,7 @@ class DoomEnv(gym.Env):
         **options: Any,
     ):
         self.scenario = spec = get_scenario(scenario)
+        self.scenario_name = next((k for k, v in SCENARIOS.items() if v is spec), spec.config.removesuffix(".cfg"))
         check_options(spec, options)
         self.training = training
         self.rank = rank
@@ -722,6 +725,40 @@ class DoomEnv(gym.Env):
         if self.game is not None:
             self.game.close()
             self.game = None
+
+
+def _cfg_timeout(config: str) -> int | None:
+    """The ``episode_timeout`` (tics) a scenario's .cfg file sets, or None where it sets none."""
+    path = os.path.join(_vizdoom().scenarios_path, config)
+    with open(path) as handle:
+        for line in handle:
+            key, _, value = line.partition("#")[0].partition("=")
+            if key.strip().replace("_", "").lower() == "episodetimeout" and value.strip():
+                return int(value)
+    return None
+
+
+def doom_spec(name: str, scenario: str, *, training: bool = True, **options: Any) -> EnvSpec:
+    """The `EnvSpec` of a scenario under these options (builds `DoomEnv` objects, starts no game)."""
+
+    def step_cap(env: DoomEnv) -> int | None:
+        tics = env.episode_timeout if env.episode_timeout is not None else _cfg_timeout(env.scenario.config)
+        return math.ceil(tics / env.frame_skip) if tics else None
+
+    options = {k: v for k, v in options.items() if k != "training"}
+    train_env = DoomEnv(scenario, training=True, **options)
+    eval_env = DoomEnv(scenario, training=False, **options)
+    return EnvSpec(
+        name=name,
+        family=DOOM,
+        target=train_env.scenario_name,
+        frame_skip=train_env.frame_skip,
+        frames_per_second=TICRATE,
+        action_names=tuple(train_env.action_names),
+        max_train_steps=step_cap(train_env),
+        max_eval_steps=step_cap(eval_env),
+        episode_columns=("return", "length", "kills", "deaths", "suicides", "objects"),
+    )
 
 
 def make_doom_vec(

@@ -9,7 +9,7 @@ backend quirks:
   returned ``obs`` row of a finished env is already the first frame of its next episode and the
   last frame of the finished one is in ``final_obs``. Gymnasium 1.x defaults to resetting on the
   *next* step instead, which inserts a dummy transition whose action is ignored and whose reward
-  is 0 (see ``shared/reference/measured-here.md``); we never expose that;
+  is 0 (gymnasium 1.0 release notes, "vector autoreset"); we never expose that;
 * ``terminated`` means the episode really ended (death, goal, life lost while training Atari),
   ``truncated`` means it was cut by a time limit: a learner bootstraps from ``final_obs`` there;
 * ``episodes`` lists the *full games* that ended this step, with their raw (unclipped) return,
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pixelplay.envs.errors import EnvError
+from pixelplay.envs.spec import EnvSpec
 
 _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
 """What talking to a worker that has died raises, depending on where the call was."""
@@ -66,6 +67,8 @@ class VecEnv:
     device: torch.device
     frame_stack: int = 1
     """How many frames each observation stacks along C (the replay stores each frame once)."""
+    spec: EnvSpec
+    """What env this is (name, frame skip, actions, step caps...); set by `make_vec_env`."""
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
