@@ -166,8 +166,9 @@ class DQNAgent:
         return self._epsilon_greedy(obs, self.epsilon(step))
 
     @torch.no_grad()
-    def eval_act(self, obs: torch.Tensor) -> torch.Tensor:
-        return self._epsilon_greedy(obs, self.cfg.eval_epsilon)
+    def eval_act(self, obs: torch.Tensor, epsilon: float | None = None) -> torch.Tensor:
+        """Epsilon-greedy with ``epsilon`` (default: the config's ``eval_epsilon``)."""
+        return self._epsilon_greedy(obs, self.cfg.eval_epsilon if epsilon is None else epsilon)
 
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
         self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
