@@ -22,7 +22,7 @@ time, but with batched tensor indexing instead of a Python loop per sample):
   episode bootstraps from) and the new episode's first stack follows. An episode of T transitions
   therefore uses T + k slots: ``capacity`` counts slots, and the buffer holds ``capacity`` minus
   ``k`` per stored episode start transitions (see ``__len__``);
-* which transitions may be sampled is kept in a sum tree over all slots (fan-out ``_FANOUT``):
+* which transitions may be sampled is kept in a sum tree over all slots (``agents.sum_tree``):
   a leaf is 0 for slots that hold no sampleable transition (episode padding, final frames, a
   transition whose n-step window is still open, or whose stack the ring has started to overwrite)
   and ``p**alpha`` (prioritized) or 1 (uniform) otherwise. Uniform sampling is the same tree
@@ -41,14 +41,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from pixelplay.agents.sum_tree import SumTree, default_dtype
 from pixelplay.envs.errors import PixelplayError
 
 __all__ = ["ReplayBatch", "ReplayBuffer"]
-
-_FANOUT = 32
-"""Children per sum-tree node. A wide tree means few levels (4 for 1M slots): each level is a
-handful of kernel launches, so depth, not width, sets the cost of a batched descent, and the
-internal nodes cost only 1/31 of the leaves in memory."""
 
 
 class ReplayBatch(NamedTuple):
@@ -101,6 +97,30 @@ def _free_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
+def _check_settings(
+    obs_shape: tuple[int, ...],
+    frame_stack: int,
+    n_step: int,
+    num_envs: int,
+    prioritized: bool,
+    priority_eps: float,
+) -> None:
+    """Refuse constructor settings the buffer cannot honour, before anything is sized."""
+    if len(obs_shape) != 3:
+        raise PixelplayError(f"replay needs (C, H, W) observations, got shape {obs_shape}")
+    if frame_stack < 1 or obs_shape[0] % frame_stack:
+        raise PixelplayError(
+            f"observation has {obs_shape[0]} channels, not a multiple of frame_stack={frame_stack}; "
+            "pass the env's real frame stack"
+        )
+    if n_step < 1:
+        raise PixelplayError(f"n_step must be >= 1, got {n_step}")
+    if num_envs < 1:
+        raise PixelplayError(f"num_envs must be >= 1, got {num_envs}")
+    if prioritized and priority_eps <= 0:
+        raise PixelplayError("priority_eps must be > 0, or transitions with zero TD error are never replayed")
+
+
 def _as_device(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # Asynchronous only towards an accelerator: a non-blocking copy *to* the host can be read
     # before it lands.
@@ -143,21 +163,7 @@ class ReplayBuffer:
         stream; it catches envs that stack newest-first or a caller that skips steps.
         """
         obs_shape = tuple(int(d) for d in obs_shape)
-        if len(obs_shape) != 3:
-            raise PixelplayError(f"replay needs (C, H, W) observations, got shape {obs_shape}")
-        if frame_stack < 1 or obs_shape[0] % frame_stack:
-            raise PixelplayError(
-                f"observation has {obs_shape[0]} channels, not a multiple of frame_stack={frame_stack}; "
-                "pass the env's real frame stack"
-            )
-        if n_step < 1:
-            raise PixelplayError(f"n_step must be >= 1, got {n_step}")
-        if num_envs < 1:
-            raise PixelplayError(f"num_envs must be >= 1, got {num_envs}")
-        if prioritized and priority_eps <= 0:
-            raise PixelplayError(
-                "priority_eps must be > 0, or transitions with zero TD error are never replayed"
-            )
+        _check_settings(obs_shape, frame_stack, n_step, num_envs, prioritized, priority_eps)
         self.device = torch.device(device)
         self.num_envs = int(num_envs)
         self.obs_shape = obs_shape
@@ -172,31 +178,21 @@ class ReplayBuffer:
         self.seed = int(seed)
         self.check_stacks = bool(check_stacks)
         self.slots_per_env = int(capacity) // self.num_envs
-        k, n = self.frame_stack, self.n_step
-        # A step writes up to k + 1 slots and clears the k slots after them; the open n-step
-        # windows and the slots about to be cleared must never meet in the ring.
-        min_slots = (n + 1) * (k + 1) + k
-        if self.slots_per_env < min_slots:
-            raise PixelplayError(
-                f"replay capacity {capacity:,} gives {self.slots_per_env} slots per env for {num_envs} envs; "
-                f"n_step={n} and frame_stack={k} need at least {min_slots} per env; raise --buffer-size"
-            )
+        self._check_slots_per_env(capacity, num_envs)
         self.capacity = self.slots_per_env * self.num_envs
 
         plan = self._plan()
-        need = sum(
-            math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in plan.values()
-        )
-        free = _free_memory_bytes(self.device)
-        if free is not None and need > free:
-            raise PixelplayError(
-                f"replay of {self.capacity:,} transitions needs {need / 1e9:.1f} GB but only "
-                f"{free / 1e9:.1f} GB is free on {self.device}; lower --buffer-size"
-            )
+        self._check_free_memory(plan)
+        self._tree = SumTree(self.capacity, self.device, dtype=self._tree_dtype)
+        tree_levels = {f"tree{i}": level for i, level in enumerate(self._tree.levels)}
         self._t: dict[str, torch.Tensor] = {
-            name: torch.zeros(shape, dtype=dtype, device=self.device) for name, (shape, dtype) in plan.items()
+            name: tree_levels[name]
+            if name in tree_levels
+            else torch.zeros(shape, dtype=dtype, device=self.device)
+            for name, (shape, dtype) in plan.items()
         }
         t = self._t
+        k, n = self.frame_stack, self.n_step
         F, c = self.slots_per_env, self.channels_per_frame
         self._frames = t["frames"]  # (N, F + 1, c, H, W); slot F is a per-env scratch slot
         self._frames_flat = self._frames.view(self.num_envs * (F + 1), c, *obs_shape[1:])
@@ -205,7 +201,6 @@ class ReplayBuffer:
         self._terminated = t["terminated"].view(-1)
         self._truncated = t["truncated"].view(-1)
         self._step_id = t["step_id"].view(-1)
-        self._levels = [t[f"tree{i}"] for i in range(self._num_levels)]
         self._head = t["head"]  # (N,) next slot to write
         self._ep_len = t["ep_len"]  # (N,) transitions in the current episode so far
         self._count = t["count"]  # () sampleable transitions
@@ -221,24 +216,109 @@ class ReplayBuffer:
         self._steps = 0  # add() calls so far (host int: no sync to read it)
         self._streaming = False  # False until the first add, and again after load_state_dict
 
+    # ------------------------------------------------------------------ checks
+    # The refusals of bad input, in the order the buffer meets them: the constructor's settings
+    # (``_check_settings``, at module level as it needs no buffer), the ring and memory sizes,
+    # ``add``'s observations (and with ``check_stacks`` their frame order, at the cost of a sync),
+    # and a state dict before ``load_state_dict`` overwrites anything. ``sample`` refuses a call
+    # before any n-step window can have closed where it is made. ``check_valid`` is another
+    # kind: the buffer's own consistency, for tests and tools.
+
+    def _check_slots_per_env(self, capacity: int, num_envs: int) -> None:
+        k, n = self.frame_stack, self.n_step
+        # A step writes up to k + 1 slots and clears the k slots after them; the open n-step
+        # windows and the slots about to be cleared must never meet in the ring.
+        min_slots = (n + 1) * (k + 1) + k
+        if self.slots_per_env < min_slots:
+            raise PixelplayError(
+                f"replay capacity {capacity:,} gives {self.slots_per_env} slots per env for {num_envs} envs; "
+                f"n_step={n} and frame_stack={k} need at least {min_slots} per env; raise --buffer-size"
+            )
+
+    def _check_free_memory(self, plan: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+        need = sum(
+            math.prod(shape) * torch.empty((), dtype=dtype).element_size() for shape, dtype in plan.values()
+        )
+        free = _free_memory_bytes(self.device)
+        if free is not None and need > free:
+            raise PixelplayError(
+                f"replay of {self.capacity:,} transitions needs {need / 1e9:.1f} GB but only "
+                f"{free / 1e9:.1f} GB is free on {self.device}; lower --buffer-size"
+            )
+
+    def _check_observations(self, **observations: torch.Tensor) -> None:
+        shape = (self.num_envs, *self.obs_shape)
+        for name, x in observations.items():
+            if tuple(x.shape) != shape or x.dtype != torch.uint8:
+                raise PixelplayError(
+                    f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}"
+                )
+
+    def _check_stacks(self, obs, next_obs, final_obs, done) -> None:
+        """Each next obs is obs shifted by one frame, and obs continues the stored stream (a sync)."""
+        c = self.channels_per_frame
+        ended = torch.where(done.view(-1, 1, 1, 1), final_obs, next_obs)
+        if not bool((ended[:, :-c] == obs[:, c:]).all()):
+            raise PixelplayError(
+                "replay.add: next obs is not obs shifted by one frame; the replay expects stacks oldest "
+                f"first, newest frame last, with frame_stack={self.frame_stack}"
+            )
+        if self._streaming:
+            stored = self._gather_stacks(self._leaf(self._head - 1))
+            if not bool((stored == obs).all()):
+                raise PixelplayError("replay.add: obs does not continue the stored stream (a skipped step?)")
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """``state`` is a state dict of a buffer built with this one's settings."""
+        try:
+            config, tensors = state["config"], state["tensors"]
+            _steps, _rng_state = state["steps"], state["rng_state"]  # used once the tensors are in
+        except (KeyError, TypeError):
+            raise PixelplayError("replay state is not a ReplayBuffer.state_dict()") from None
+        for key, value in self._config().items():
+            if config.get(key) != value:
+                raise PixelplayError(
+                    f"saved replay has {key}={config.get(key)!r} but this one has {key}={value!r}; "
+                    "build the buffer with the saved settings or start without the saved replay"
+                )
+        expected = self._saved_tensors()
+        if set(tensors) != set(expected):
+            raise PixelplayError(f"saved replay holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+        for name, t in expected.items():
+            src = tensors[name]
+            if tuple(src.shape) != tuple(t.shape) or src.dtype != t.dtype:
+                raise PixelplayError(
+                    f"saved replay tensor '{name}' is {src.dtype} {tuple(src.shape)}, expected {t.dtype} {tuple(t.shape)}"
+                )
+
+    def check_valid(self) -> tuple[bool, str]:
+        """Internal consistency, as (ok, what is wrong), like DQN Zoo's replay ``check_valid``.
+
+        A host sync, for tests and tools: the sum tree is consistent (``SumTree.check_valid``),
+        ``len()`` counts exactly its positive leaves, uniform leaves are 0 or 1, and every env's
+        write head and episode length are in range.
+        """
+        ok, why = self._tree.check_valid()
+        if not ok:
+            return False, f"sum tree: {why}"
+        count, positive = int(self._count), self._tree.nonzero().numel()
+        if count != positive:
+            return False, f"the sampleable count is {count} but {positive} leaves are positive"
+        if not self.prioritized:
+            leaves = self._tree.levels[0]
+            if not bool(((leaves == 0) | (leaves == 1)).all()):
+                return False, "uniform replay has a leaf other than 0 or 1"
+        if bool(((self._head < 0) | (self._head >= self.slots_per_env)).any()):
+            return False, f"a write head is outside 0..{self.slots_per_env - 1}: {self._head.tolist()}"
+        if bool((self._ep_len < 0).any()):
+            return False, f"a negative episode length: {self._ep_len.tolist()}"
+        return True, ""
+
     # ------------------------------------------------------------------ layout
 
     @property
     def _tree_dtype(self) -> torch.dtype:
-        # float64 keeps sums of a million priorities exact enough; MPS has no float64.
-        return torch.float32 if self.device.type == "mps" else torch.float64
-
-    def _tree_sizes(self) -> list[int]:
-        leaves = self.capacity
-        sizes = [-(-leaves // _FANOUT) * _FANOUT]
-        while sizes[-1] > 1:
-            m = sizes[-1] // _FANOUT
-            sizes.append(m if m == 1 else -(-m // _FANOUT) * _FANOUT)
-        return sizes
-
-    @property
-    def _num_levels(self) -> int:
-        return len(self._tree_sizes())
+        return default_dtype(self.device)
 
     def _plan(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Every tensor the buffer allocates: name -> (shape, dtype). The memory check sums this."""
@@ -252,7 +332,7 @@ class ReplayBuffer:
             "truncated": ((N, F), torch.bool),
             "step_id": ((N, F), torch.int32),
         }
-        for i, size in enumerate(self._tree_sizes()):
+        for i, size in enumerate(SumTree.level_sizes(self.capacity)):
             plan[f"tree{i}"] = ((size,), self._tree_dtype)
         plan["head"] = ((N,), torch.int64)
         plan["ep_len"] = ((N,), torch.int64)
@@ -286,51 +366,7 @@ class ReplayBuffer:
         """
         return self._steps >= self.n_step and self.num_added >= min_size
 
-    # ------------------------------------------------------------------ sum tree
-
-    def _set_leaves(self, leaf: torch.Tensor, value: torch.Tensor) -> None:
-        """Write leaves, then recompute their ancestors from their children.
-
-        Recomputing (not adding deltas) keeps every node the exact sum of its children, so no
-        rounding drift accumulates over millions of updates. Duplicate indices write identical
-        parent values, so the result does not depend on which duplicate wins.
-        """
-        self._levels[0].index_put_((leaf,), value.to(self._tree_dtype))
-        idx = leaf
-        for lower, upper in zip(self._levels[:-1], self._levels[1:], strict=True):
-            idx = idx // _FANOUT
-            upper.index_put_((idx,), lower.view(-1, _FANOUT).index_select(0, idx).sum(1))
-
-    def _rebuild_tree(self) -> None:
-        for lower, upper in zip(self._levels[:-1], self._levels[1:], strict=True):
-            sums = lower.view(-1, _FANOUT).sum(1)
-            upper.zero_()
-            upper[: sums.numel()] = sums
-
-    def _descend(self, mass: torch.Tensor) -> torch.Tensor:
-        """Leaf index whose prefix-sum interval holds each ``mass``: all samples at once.
-
-        At each level the child is the first whose cumulative sum exceeds the mass. A child of
-        zero weight never is (its cumulative sum equals its left neighbour's), and the mass is kept
-        strictly below its node's total so rounding cannot walk off the right end: every sample
-        lands on a leaf of positive weight.
-        """
-        idx = torch.zeros_like(mass, dtype=torch.int64)
-        zero = torch.zeros((mass.shape[0], 1), dtype=mass.dtype, device=mass.device)
-        for level in reversed(self._levels[:-1]):
-            children = level.view(-1, _FANOUT).index_select(0, idx)
-            csum = children.cumsum(1)
-            total = csum[:, -1]
-            mass = torch.minimum(mass, torch.nextafter(total, torch.zeros_like(total)))
-            child = (csum <= mass.unsqueeze(1)).sum(1).clamp_(max=_FANOUT - 1)
-            below = torch.cat([zero, csum], 1).gather(1, child.unsqueeze(1)).squeeze(1)
-            mass = (mass - below).clamp_(min=0)
-            idx = idx * _FANOUT + child
-        return idx
-
-    @property
-    def _total(self) -> torch.Tensor:
-        return self._levels[-1][0]
+    # ------------------------------------------------------------------ priorities
 
     def _update_leaves(
         self,
@@ -345,7 +381,7 @@ class ReplayBuffer:
         leaves are completed, so a transition already sampled keeps its updated priority.
         """
         leaf = torch.cat([clear.reshape(-1), complete.reshape(-1)])
-        old = self._levels[0].index_select(0, leaf)
+        old = self._tree.get(leaf)
         n_clear = clear.numel()
         old_clear, old_complete = old[:n_clear], old[n_clear:]
         clear_mask = clear_mask.reshape(-1)
@@ -362,7 +398,7 @@ class ReplayBuffer:
             ]
         )
         self._count += complete_mask.sum() - (clear_mask & (old_clear > 0)).sum()
-        self._set_leaves(leaf, new)
+        self._tree.set(leaf, new)
 
     # ------------------------------------------------------------------ adding
 
@@ -432,12 +468,7 @@ class ReplayBuffer:
         """
         N, k, F = self.num_envs, self.frame_stack, self.slots_per_env
         c, hw = self.channels_per_frame, self.obs_shape[1:]
-        shape = (N, *self.obs_shape)
-        for name, x in (("obs", obs), ("next_obs", next_obs), ("final_obs", final_obs)):
-            if tuple(x.shape) != shape or x.dtype != torch.uint8:
-                raise PixelplayError(
-                    f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}"
-                )
+        self._check_observations(obs=obs, next_obs=next_obs, final_obs=final_obs)
         dev = self.device
         obs, next_obs, final_obs = (_as_device(x, dev, torch.uint8) for x in (obs, next_obs, final_obs))
         action = _as_device(action, dev, torch.int32).reshape(N)
@@ -447,7 +478,7 @@ class ReplayBuffer:
         terminated = _as_device(terminated, dev, torch.bool).reshape(N) & ~truncated
         done = terminated | truncated
         if self.check_stacks:
-            self._check(obs, next_obs, final_obs, done)
+            self._check_stacks(obs, next_obs, final_obs, done)
         if not self._streaming:
             self._start_streams(obs)
 
@@ -483,19 +514,6 @@ class ReplayBuffer:
         self._head.add_(torch.where(done, k + 1, 1)).remainder_(F)
         self._ep_len.masked_fill_(done, 0)
         self._steps += 1
-
-    def _check(self, obs, next_obs, final_obs, done) -> None:
-        c = self.channels_per_frame
-        ended = torch.where(done.view(-1, 1, 1, 1), final_obs, next_obs)
-        if not bool((ended[:, :-c] == obs[:, c:]).all()):
-            raise PixelplayError(
-                "replay.add: next obs is not obs shifted by one frame; the replay expects stacks oldest "
-                f"first, newest frame last, with frame_stack={self.frame_stack}"
-            )
-        if self._streaming:
-            stored = self._gather_stacks(self._leaf(self._head - 1))
-            if not bool((stored == obs).all()):
-                raise PixelplayError("replay.add: obs does not continue the stored stream (a skipped step?)")
 
     def break_streams(self) -> None:
         """Treat the next ``add``'s obs as new episodes (e.g. after evaluating with the same envs).
@@ -562,12 +580,12 @@ class ReplayBuffer:
             )
         gen = self._generator if generator is None else generator
         u = torch.rand(batch_size, dtype=self._tree_dtype, device=self.device, generator=gen)
-        total = self._total
-        leaf = self._descend(u * total)
+        total = self._tree.total
+        leaf = self._tree.query(u * total)
         batch = self.get(leaf)
         if self.prioritized:
             beta = self.beta if beta is None else beta
-            prob = self._levels[0].index_select(0, leaf) / total
+            prob = self._tree.get(leaf) / total
             weight = (self._count * prob).pow(-beta)
             batch = batch._replace(weight=(weight / weight.max()).float())
         return batch
@@ -583,8 +601,8 @@ class ReplayBuffer:
         index = _as_device(index, self.device, torch.int64).reshape(-1)
         priority = td_error.detach().to(self.device, self._tree_dtype).abs().reshape(-1) + self.priority_eps
         torch.maximum(self._max_priority, priority.max(), out=self._max_priority)
-        old = self._levels[0].index_select(0, index)
-        self._set_leaves(index, torch.where(old > 0, priority**self.alpha, old))
+        old = self._tree.get(index)
+        self._tree.set(index, torch.where(old > 0, priority**self.alpha, old))
 
     # ------------------------------------------------------------------ inspection
 
@@ -595,11 +613,11 @@ class ReplayBuffer:
 
     def sampleable_indices(self) -> torch.Tensor:
         """Every index ``sample`` can return now (a host sync; for tests and tools)."""
-        return torch.nonzero(self._levels[0][: self.capacity] > 0).squeeze(1)
+        return self._tree.nonzero()
 
     def priorities(self, index: torch.Tensor) -> torch.Tensor:
         """p**alpha (prioritized) or 1 (uniform) of buffer indices; 0 where not sampleable."""
-        return self._levels[0][_as_device(index, self.device, torch.int64)]
+        return self._tree.get(_as_device(index, self.device, torch.int64))
 
     # ------------------------------------------------------------------ state
 
@@ -616,46 +634,29 @@ class ReplayBuffer:
             "priority_eps": self.priority_eps,
         }
 
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors a state dict holds: all but the sum tree's inner levels (sums of the leaves)."""
+        return {name: t for name, t in self._t.items() if not name.startswith("tree") or name == "tree0"}
+
     def state_dict(self) -> dict[str, Any]:
         """Tensors and primitives only, so ``torch.load(weights_only=True)`` reads it.
 
         The tensors are the buffer's own (no copy), as with ``nn.Module.state_dict``; the tree's
         inner levels are rebuilt on load from the leaves.
         """
-        tensors = {name: t for name, t in self._t.items() if not name.startswith("tree") or name == "tree0"}
         return {
             "config": self._config(),
-            "tensors": tensors,
+            "tensors": self._saved_tensors(),
             "steps": self._steps,
             "rng_state": self._generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict``; the next ``add`` starts new episodes (see ``break_streams``)."""
-        try:
-            config, tensors = state["config"], state["tensors"]
-            steps, rng_state = state["steps"], state["rng_state"]
-        except (KeyError, TypeError):
-            raise PixelplayError("replay state is not a ReplayBuffer.state_dict()") from None
-        mine = self._config()
-        for key, value in mine.items():
-            if config.get(key) != value:
-                raise PixelplayError(
-                    f"saved replay has {key}={config.get(key)!r} but this one has {key}={value!r}; "
-                    "build the buffer with the saved settings or start without the saved replay"
-                )
-        expected = {name: t for name, t in self._t.items() if not name.startswith("tree") or name == "tree0"}
-        if set(tensors) != set(expected):
-            raise PixelplayError(f"saved replay holds tensors {sorted(tensors)}, expected {sorted(expected)}")
-        for name, t in expected.items():
-            src = tensors[name]
-            if tuple(src.shape) != tuple(t.shape) or src.dtype != t.dtype:
-                raise PixelplayError(
-                    f"saved replay tensor '{name}' is {src.dtype} {tuple(src.shape)}, expected {t.dtype} {tuple(t.shape)}"
-                )
-        for name, t in expected.items():
-            t.copy_(tensors[name])
-        self._rebuild_tree()
-        self._steps = int(steps)
-        self._generator.set_state(rng_state)
+        self._check_state(state)
+        for name, t in self._saved_tensors().items():
+            t.copy_(state["tensors"][name])
+        self._tree.rebuild()
+        self._steps = int(state["steps"])
+        self._generator.set_state(state["rng_state"])
         self._streaming = False

@@ -190,6 +190,7 @@ def assert_buffer_equals_reference(buf, ref, n, gamma):
     got = set(zip(env.tolist(), step.tolist(), strict=True))
     assert got == set(expected)
     assert len(buf) == len(expected)
+    assert buf.check_valid() == (True, "")
     assert_matches(buf, buf.get(index), expected, gamma)
     return expected
 
@@ -330,11 +331,26 @@ def test_priorities_and_weights_hand_worked():
     add_one(buf, obs, nxt)
     new = buf.sampleable_indices()[-1:]
     assert buf.priorities(new).tolist() == pytest.approx([4 + eps])
-    assert float(buf._total) == pytest.approx(10 + 4 * eps + 4 + eps)
+    assert float(buf._tree.total) == pytest.approx(10 + 4 * eps + 4 + eps)
     # An index that holds no sampleable transition stays empty.
     empty = torch.tensor([40])
     buf.update_priorities(empty, torch.tensor([9.0]))
     assert buf.priorities(empty).tolist() == [0.0]
+
+
+def test_check_valid_reports_inconsistency():
+    buf = _filled(6, prioritized=True)
+    buf.update_priorities(buf.sampleable_indices(), torch.arange(6.0))
+    assert buf.check_valid() == (True, "")
+    buf._count += 1
+    assert buf.check_valid() == (False, "the sampleable count is 7 but 6 leaves are positive")
+    buf._count -= 1
+    buf._tree.levels[1][0] += 1.0  # an inner node that is not the sum of its leaves
+    ok, why = buf.check_valid()
+    assert not ok and why.startswith("sum tree: node 0 of level 1")
+    uniform = _filled(6)
+    uniform._tree.set(uniform.sampleable_indices()[:1], torch.tensor([2.0]))
+    assert uniform.check_valid() == (False, "uniform replay has a leaf other than 0 or 1")
 
 
 def test_uniform_update_priorities_is_noop():
