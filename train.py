@@ -30,26 +30,34 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import ast
+import contextlib
 import csv
-import dataclasses
 import datetime as dt
-import inspect
 import json
 import random
+import signal
 import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pixelplay.agents import ALGOS, make_config, preset_for
-from pixelplay.agents.checkpoint import CheckpointManager, load_checkpoint, make_payload, set_rng_state
+from pixelplay.agents import ALGOS, make_config, preset_for, restore_agent
+from pixelplay.agents.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    atomic_write_text,
+    load_checkpoint,
+    make_payload,
+    remove_stale_temporaries,
+    set_rng_state,
+)
+from pixelplay.agents.config import ConfigError, add_flags, bounded, build, split_namespace
 from pixelplay.envs import ENVS, make_vec_env, resolve_env
 from pixelplay.envs.errors import EnvError, PixelplayError
 
@@ -58,23 +66,23 @@ from pixelplay.envs.errors import EnvError, PixelplayError
 class RunConfig:
     """Options of a training run (the algorithm's hyperparameters come from its own config)."""
 
-    algo: str = "ppo"
+    algo: str = bounded("ppo", choices=tuple(ALGOS))
     """algorithm: ppo, a2c or dqn"""
     env: str = "doom-basic"
-    """env name (see the list above) or an ALE id such as ALE/Pong-v5"""
-    total_steps: int = 0
-    """env steps to train for, summed over envs (0: the preset's budget)"""
-    num_envs: int = 0
-    """parallel envs (0: the preset's count)"""
-    seed: int = 1
+    """env name (see the list below) or an ALE id such as ALE/Pong-v5"""
+    total_steps: int = bounded(0, low=1)
+    """env steps to train for, summed over envs (default: the preset's budget)"""
+    num_envs: int = bounded(0, low=1)
+    """parallel envs (default: the preset's count)"""
+    seed: int = bounded(1, low=0, high=2**31 - 1_000_000)
     """base seed; env i of process rank r gets seed + 10000 * r + i"""
     run_dir: str = ""
     """where logs and checkpoints go (default: runs/<env>__<algo>__s<seed>__<time>)"""
     device: str = "auto"
     """auto (CUDA when available), cpu, or cuda[:N]"""
-    env_backend: str = "auto"
+    env_backend: str = bounded("auto", choices=("auto", "gymnasium", "envpool"))
     """Atari backend: auto (EnvPool when installed), gymnasium or envpool"""
-    bots: int = 0
+    bots: int = bounded(0, low=0, high=15)
     """doom-deathmatch: built-in bots to play against (0: the scenario's default)"""
     track: bool = True
     """log to Weights & Biases (offline unless WANDB_MODE says otherwise; no account needed)"""
@@ -82,13 +90,15 @@ class RunConfig:
     """wandb project name"""
     tensorboard: bool = False
     """also write TensorBoard event files to <run_dir>/tb"""
-    checkpoint_interval: int = 100_000
-    """env steps between checkpoints (one is always written at the end)"""
-    keep_checkpoints: int = 3
+    checkpoint_interval: int = bounded(100_000, low=1)
+    """env steps between checkpoints (one is always written at the end); a saved replay goes only into these"""
+    checkpoint_seconds: float = bounded(120.0, low=0.0)
+    """also checkpoint when this many seconds passed since the last one (0: off); without the replay"""
+    keep_checkpoints: int = bounded(3, low=1)
     """how many step checkpoints to keep besides latest.pt"""
     capture_video: bool = False
     """record an evaluation episode to <run_dir>/videos every video_every steps"""
-    video_every: int = 100_000
+    video_every: int = bounded(100_000, low=1)
     """env steps between recorded videos (with --capture-video)"""
     progress: bool = True
     """show a progress bar"""
@@ -96,51 +106,17 @@ class RunConfig:
     """stop early once the mean raw return of the last 20 episodes reaches this (default: never)"""
 
 
-EPISODE_COLUMNS = {
-    "atari": ["global_step", "wall_time", "env", "return", "length", "frames"],
-    "doom": ["global_step", "wall_time", "env", "return", "length", "kills", "deaths", "suicides", "objects"],
-}
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a cluster's, Docker's or `timeout`'s stop): handled as Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------------------------------------
 # The command line: every RunConfig field and every field of the algorithm's config is a flag,
-# with the docstring under the field as its help.
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each dataclass field (CleanRL / tyro style)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        body = ast.parse(inspect.getsource(klass)).body[0].body  # type: ignore[attr-defined]
-        for node, following in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-                and isinstance(following.value.value, str)
-            ):
-                docs[node.target.id] = following.value.value.strip()
-    return docs
-
-
-def _add_dataclass_flags(group, cls: type, dest_prefix: str) -> None:
-    docs = field_docs(cls)
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS}
-        help_text = docs.get(f.name, "")
-        default = f.default
-        if f.type in (bool, "bool"):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = {"int": int, "float": float, "str": str}.get(str(f.type), type(default))
-            kwargs["metavar"] = f.name.upper()
-        if default not in ("", 0) or isinstance(default, bool | float):
-            help_text += f" (default: {default})"
-        group.add_argument(flag, help=help_text, **kwargs)
+# with the docstring under the field as its help (the engine is pixelplay.agents.config).
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
@@ -153,40 +129,36 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
             "Presets per env family set known-good hyperparameters; --config and flags override them. "
             "Flags shown are the chosen --algo's; try `--algo dqn --help`."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
                         help="a config.json written by an earlier run (its run_dir is not reused)")
     parser.add_argument("--resume", default=argparse.SUPPRESS, metavar="DIR",
                         help="continue a stopped run from its latest checkpoint; flags given here override")
-    _add_dataclass_flags(parser.add_argument_group("run options"), RunConfig, "run.")
-    _add_dataclass_flags(parser.add_argument_group(f"{algo} hyperparameters"), ALGOS[algo].config, "algo.")
+    add_flags(parser.add_argument_group("run options"), RunConfig, "run.")
+    add_flags(parser.add_argument_group(f"{algo} hyperparameters"), ALGOS[algo].config, "algo.")
     return parser
-
-
-def _split(namespace: argparse.Namespace) -> tuple[dict, dict, dict]:
-    run, algo, other = {}, {}, {}
-    for key, value in vars(namespace).items():
-        if key.startswith("run."):
-            run[key[4:]] = value
-        elif key.startswith("algo."):
-            algo[key[5:]] = value
-        else:
-            other[key] = value
-    return run, algo, other
 
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise PixelplayError(f"{what} '{path}' does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PixelplayError(f"{what} '{path}' is not valid JSON: {error}") from None
+    except IsADirectoryError:
+        raise PixelplayError(f"{what} '{path}' is a directory, not a file") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("run", "algo")):
+        raise ConfigError(f"{what} '{path}' must be a JSON object with \"run\" and \"algo\" objects")
+    return data
 
 
 def resolve_config(argv: list[str] | None) -> tuple[RunConfig, Any, dict]:
-    """Defaults < preset < --config file (or the resumed run's config) < flags on the command line."""
+    """Defaults < preset < --config file (or the resumed run's config) < flags on the command line.
+
+    Every value from every source is checked against its field's type and range here, before
+    anything is created.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--algo")
@@ -194,61 +166,61 @@ def resolve_config(argv: list[str] | None) -> tuple[RunConfig, Any, dict]:
     pre.add_argument("--resume")
     known, _ = pre.parse_known_args(argv)
     base: dict = {"run": {}, "algo": {}}
+    source = "config"
     if known.resume:
-        base = _read_json(Path(known.resume) / "config.json", "run directory's config")
+        source = str(Path(known.resume) / "config.json")
+        base = _read_json(Path(source), "run directory's config")
     elif known.config:
+        source = known.config
         base = _read_json(Path(known.config), "config file")
         base.get("run", {}).pop("run_dir", None)
-    algo_name = known.algo or base.get("run", {}).get("algo") or RunConfig.algo
+    base.setdefault("run", {})
+    base.setdefault("algo", {})
+    algo_name = known.algo or base["run"].get("algo") or RunConfig.algo
     if algo_name not in ALGOS:
         raise PixelplayError(f"unknown algorithm '{algo_name}'; choose one of {', '.join(ALGOS)}")
     if known.resume and known.algo and known.algo != base["run"].get("algo"):
         raise PixelplayError(f"cannot resume a {base['run'].get('algo')} run as {known.algo}")
-    namespace = build_parser(algo_name).parse_args(argv)
-    cli_run, cli_algo, other = _split(namespace)
+    # The file's own values are checked first, so that a message names the file they came from.
+    build(RunConfig, base["run"], f"{source}: run.")
+    make_config(algo_name, base["algo"], f"{source}: algo.")
 
-    env_id = cli_run.get("env") or base.get("run", {}).get("env") or RunConfig.env
+    groups = split_namespace(build_parser(algo_name).parse_args(argv), ("run", "algo"))
+    cli_run, cli_algo, other = groups["run"], groups["algo"], groups[""]
+    env_id = cli_run.get("env") or base["run"].get("env") or RunConfig.env
     family, _ = resolve_env(env_id)
-    run_values = asdict(RunConfig())
-    algo_values = asdict(ALGOS[algo_name].config())
+    run_values: dict[str, Any] = {}
+    algo_values: dict[str, Any] = {}
     if not known.resume:
         preset = preset_for(algo_name, env_id, family)
         run_values.update(preset.pop("run"))
         algo_values.update(preset)
-    run_values.update(base.get("run", {}))
-    algo_values.update(base.get("algo", {}))
+    run_values.update(base["run"])
+    algo_values.update(base["algo"])
     run_values.update(cli_run)
     algo_values.update(cli_algo)
     run_values["algo"], run_values["env"] = algo_name, env_id
     if known.resume:
         run_values["run_dir"] = known.resume
-    unknown = set(run_values) - {f.name for f in fields(RunConfig)}
-    if unknown:
-        raise PixelplayError(f"config has unknown run option(s): {', '.join(sorted(unknown))}")
-    run_cfg = RunConfig(**run_values)
+    run_cfg = build(RunConfig, run_values, "run option ")
     algo_cfg = make_config(algo_name, algo_values)
-    _validate(run_cfg, algo_cfg)
+    algo_cfg.check_rollout(run_cfg.num_envs)
+    pick_device(run_cfg.device)
+    if known.resume:
+        other["resume"] = known.resume
     return run_cfg, algo_cfg, other
-
-
-def _validate(run: RunConfig, algo_cfg: Any) -> None:
-    if run.total_steps <= 0:
-        raise PixelplayError(f"--total-steps must be positive, got {run.total_steps}")
-    if run.num_envs <= 0:
-        raise PixelplayError(f"--num-envs must be positive, got {run.num_envs}")
-    if getattr(algo_cfg, "precision", "fp32") not in ("auto", "fp32", "bf16"):
-        raise PixelplayError(f"--precision must be auto, fp32 or bf16, got '{algo_cfg.precision}'")
-    if run.device != "auto" and run.device.startswith("cuda") and not torch.cuda.is_available():
-        raise PixelplayError(f"--device {run.device} asked for, but this machine has no CUDA device; use --device cpu")
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise PixelplayError(f"unknown --device '{name}'; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PixelplayError(f"--device {name} asked for, but this machine has no CUDA device; use --device cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -261,14 +233,39 @@ def seed_everything(seed: int) -> None:
 # Logging: CSVs in the run directory (always), wandb and TensorBoard (optional).
 
 
+def trim_csv(path: Path, last_step: int) -> int:
+    """Drop the rows of ``path`` logged after ``last_step`` (a resumed run logs them again).
+
+    The trimmed file is written beside the old one and renamed over it, so a crash leaves one
+    or the other. Returns how many rows were dropped.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, newline="") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    kept = [row for row in rows if _row_step(row) <= last_step]
+    if len(kept) < len(rows):
+        atomic_write_text(path, header + "".join(kept))
+    return len(rows) - len(kept)
+
+
+def _row_step(line: str) -> int:
+    first = line.split(",", 1)[0]
+    try:
+        return int(first)
+    except ValueError:
+        return 0  # a torn last line of a killed run: keep (it sorts before any step)
+
+
 class RunLogger:
     """Appends episodes and training metrics to CSVs; mirrors them to wandb / TensorBoard."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, family: str, config: dict):
+    def __init__(self, run_dir: Path, cfg: RunConfig, episode_columns: list[str], config: dict, resume_step: int):
         self.run_dir = run_dir
         self.start_time = time.time()
         self.recent_returns: deque[float] = deque(maxlen=20)
-        self.episode_columns = EPISODE_COLUMNS[family]
+        self.episode_columns = episode_columns
         self._episodes_file = open(run_dir / "episodes.csv", "a", newline="")
         self._episodes = csv.DictWriter(self._episodes_file, self.episode_columns, extrasaction="ignore")
         if self._episodes_file.tell() == 0:
@@ -278,14 +275,16 @@ class RunLogger:
         self._metrics = None
         self.wandb = None
         if cfg.track:
-            self.wandb = _start_wandb(run_dir, cfg, config)
+            self.wandb = _start_wandb(run_dir, cfg, config, resume_step)
         self.tensorboard = None
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise PixelplayError("--tensorboard needs the tensorboard package: pip install 'pixelplay[tensorboard]'") from None
-            self.tensorboard = SummaryWriter(str(run_dir / "tb"))
+            # TensorBoard keeps the events of a stopped run past its checkpoint; with purge_step
+            # it hides those at or after the resumed step.
+            self.tensorboard = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step + 1 if resume_step else None)
 
     def log_episodes(self, episodes: list[dict], step: int) -> None:
         for episode in episodes:
@@ -339,7 +338,7 @@ class RunLogger:
             self.tensorboard.close()
 
 
-def _start_wandb(run_dir: Path, cfg: RunConfig, config: dict):
+def _start_wandb(run_dir: Path, cfg: RunConfig, config: dict, resume_step: int):
     import wandb
 
     os.environ.setdefault("WANDB_MODE", "offline")  # no account needed unless the user opts in
@@ -347,15 +346,13 @@ def _start_wandb(run_dir: Path, cfg: RunConfig, config: dict):
     id_file = run_dir / "wandb_id.txt"
     # One id per run directory, so --resume continues the same wandb run.
     run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-    id_file.write_text(run_id)
-    run = wandb.init(
-        project=cfg.wandb_project,
-        name=run_dir.name,
-        id=run_id,
-        resume="allow",
-        dir=str(run_dir),
-        config=config,
-    )
+    atomic_write_text(id_file, run_id)
+    kwargs: dict[str, Any] = {"id": run_id, "resume": "allow"}
+    if resume_step and os.environ.get("WANDB_MODE") == "online":
+        # wandb's rewind forks history at the checkpoint's step, so the steps logged after it
+        # before the stop are not shown twice (online runs only; an offline run keeps them).
+        kwargs = {"resume_from": f"{run_id}?_step={resume_step}"}
+    run = wandb.init(project=cfg.wandb_project, name=run_dir.name, dir=str(run_dir), config=config, **kwargs)
     run.define_metric("*", step_metric="global_step")
     return run
 
@@ -364,29 +361,49 @@ def _start_wandb(run_dir: Path, cfg: RunConfig, config: dict):
 # The run.
 
 
-def prepare_run_dir(cfg: RunConfig, resuming: bool) -> Path:
+def choose_run_dir(cfg: RunConfig, resuming: bool) -> Path:
+    """The run directory, checked but not created (it is created once the run can start)."""
     if resuming:
         run_dir = Path(cfg.run_dir)
-        if not (run_dir / "checkpoints" / "latest.pt").exists():
-            raise PixelplayError(f"cannot resume '{run_dir}': it has no checkpoints/latest.pt")
+        if not (run_dir / "config.json").is_file():
+            raise PixelplayError(f"cannot resume '{run_dir}': it holds no run (no config.json)")
         return run_dir
     if not cfg.run_dir:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         cfg.run_dir = str(Path("runs") / f"{cfg.env.replace('/', '-')}__{cfg.algo}__s{cfg.seed}__{stamp}")
     run_dir = Path(cfg.run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise PixelplayError(
             f"run directory '{run_dir}' already holds a run; continue it with --resume {run_dir} or pick another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, device: torch.device) -> dict | None:
+    """The run's latest checkpoint, checked against the run; None when it has none yet."""
+    if not (run_dir / "checkpoints" / "latest.pt").exists():
+        print(f"'{run_dir}' has no checkpoint yet; starting the run afresh in the same directory", file=sys.stderr)
+        return None
+    checkpoint = load_checkpoint(run_dir, map_location=device)
+    if checkpoint["algo"] != cfg.algo or checkpoint["env_id"] != cfg.env:
+        raise CheckpointError(
+            f"'{checkpoint['path']}' holds a {checkpoint['algo']} agent for {checkpoint['env_id']}; "
+            f"this run is {cfg.algo} on {cfg.env}"
+        )
+    missing = [key for key in ("rng", "run_config") if key not in checkpoint]
+    if "optimizer" not in checkpoint["agent"]:
+        missing.append("agent.optimizer")
+    if missing:
+        raise CheckpointError(
+            f"'{checkpoint['path']}' cannot be resumed: it lacks {', '.join(missing)} (a weights-only checkpoint "
+            "evaluates with python -m pixelplay.eval, but --resume needs the full one train.py writes)"
+        )
+    return checkpoint
 
 
 def write_config(run_dir: Path, cfg: RunConfig, algo_cfg: Any) -> dict:
     config = {"run": asdict(cfg), "algo": asdict(algo_cfg)}
-    tmp = run_dir / ".config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, run_dir / "config.json")
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return config
 
 
@@ -394,16 +411,15 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
     """The training loop, top to bottom. Returns the run directory."""
     rank = int(os.environ.get("RANK", "0"))  # under torchrun; only rank 0 writes
     device = pick_device(cfg.device)
-    family, _ = resolve_env(cfg.env)
-    run_dir = prepare_run_dir(cfg, resuming)
-    checkpoint = load_checkpoint(run_dir, map_location=device) if resuming else None
-    config = write_config(run_dir, cfg, algo_cfg)
+    run_dir = choose_run_dir(cfg, resuming)
+    checkpoint = load_resume_checkpoint(run_dir, cfg, device) if resuming else None
     seed = cfg.seed + 10_000 * rank
     seed_everything(seed)
 
-    env_options = {"bots": cfg.bots} if cfg.bots else {}
-    envs = make_vec_env(cfg.env, cfg.num_envs, seed, device, training=True, backend=cfg.env_backend, **env_options)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        env_options = {"bots": cfg.bots} if cfg.bots else {}
+        envs = make_vec_env(cfg.env, cfg.num_envs, seed, device, training=True, backend=cfg.env_backend, **env_options)
+        cleanup.callback(envs.close)
         if not hasattr(envs.single_action_space, "n"):
             raise EnvError(f"{cfg.env} has a {envs.single_action_space} action space; pixelplay's agents need Discrete actions")
         agent = ALGOS[cfg.algo].agent(
@@ -412,91 +428,123 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
         )
         global_step = 0
         if checkpoint is not None:
-            if tuple(checkpoint["obs_shape"]) != envs.obs_shape or checkpoint["num_actions"] != envs.num_actions:
-                raise PixelplayError(
-                    f"checkpoint in '{run_dir}' was saved for observations {tuple(checkpoint['obs_shape'])} and "
-                    f"{checkpoint['num_actions']} actions; this env gives {envs.obs_shape} and {envs.num_actions}"
-                )
-            agent.load_state_dict(checkpoint["agent"])
+            restore_agent(agent, checkpoint, envs.obs_shape, envs.num_actions)
             global_step = checkpoint["global_step"]
             set_rng_state(checkpoint["rng"])
-        logger = RunLogger(run_dir, cfg, family, config) if rank == 0 else None
+
+        # Everything that can fail on bad input has been checked: now the run directory is written.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = write_config(run_dir, cfg, algo_cfg)
+        remove_stale_temporaries(run_dir)
+        if resuming:
+            dropped = trim_csv(run_dir / "episodes.csv", global_step) + trim_csv(run_dir / "metrics.csv", global_step)
+            if dropped:
+                print(f"resuming at step {global_step}: dropped {dropped} CSV rows logged after that checkpoint",
+                      file=sys.stderr)
+        if checkpoint is not None:
+            note = agent.resumed(global_step)
+            if note:
+                print(note, file=sys.stderr)
+        columns = ["global_step", "wall_time", "env", *envs.spec.episode_columns]
+        logger = cleanup.enter_context(contextlib.closing(
+            RunLogger(run_dir, cfg, columns, config, global_step))) if rank == 0 else None
         checkpoints = CheckpointManager(run_dir, cfg.keep_checkpoints)
         video = _video_recorder(cfg, run_dir) if cfg.capture_video and rank == 0 else None
 
-        def save(at_step: int) -> None:
+        def save(with_replay: bool) -> int:
+            """Checkpoint the agent as of the step its weights stand for; returns that step."""
+            at_step = agent.learned_step(global_step)
             if rank == 0:
+                state = agent.state_dict()
+                if not with_replay:
+                    state.pop("replay", None)
                 checkpoints.save(make_payload(
                     cfg.algo, cfg.env, asdict(algo_cfg), asdict(cfg), envs.obs_shape, envs.num_actions,
-                    at_step, agent.state_dict(),
+                    at_step, state,
                 ))
+            return at_step
 
         progress = _progress_bar(cfg, global_step, rank)
+        if progress is not None:
+            cleanup.callback(progress.close)
         next_checkpoint = (global_step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
+        last_save_time = time.monotonic()
         steps_at_last_log, time_at_last_log = global_step, time.time()
         obs = envs.reset(seed=seed)
         try:
-            while global_step < cfg.total_steps:
-                action = agent.act(obs, global_step)
-                result = envs.step(action)
-                agent.observe(obs, action, result)
-                obs = result.obs
-                global_step += envs.num_envs
-                if logger and result.episodes:
-                    logger.log_episodes(result.episodes, global_step)
-                if agent.ready(global_step):
-                    metrics = agent.update(global_step)
-                    now = time.time()
-                    metrics["charts/steps_per_second"] = (global_step - steps_at_last_log) / max(now - time_at_last_log, 1e-9)
-                    steps_at_last_log, time_at_last_log = global_step, now
-                    if logger:
-                        logger.log_metrics(metrics, global_step)
-                    if global_step >= next_checkpoint:
-                        save(global_step)
-                        next_checkpoint += cfg.checkpoint_interval
-                    if logger and logger.solved(cfg.stop_return):
-                        print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping", file=sys.stderr)
-                        break
-                if video is not None:
-                    video.maybe_record(agent, global_step)
-                if progress is not None:
-                    progress.update(envs.num_envs)
-                    if result.episodes and logger:
-                        progress.set_postfix(mean_return=f"{logger.mean_recent_return:.2f}", refresh=False)
-        except KeyboardInterrupt:
-            saved_at = _save_final(agent, save, global_step, envs.num_envs)
-            print(f"\ninterrupted at step {global_step}; checkpoint saved at step {saved_at}", file=sys.stderr)
+            with _stop_signals_as_interrupts():
+                while global_step < cfg.total_steps:
+                    action = agent.act(obs, global_step)
+                    result = envs.step(action)
+                    agent.observe(obs, action, result)
+                    obs = result.obs
+                    global_step += envs.num_envs
+                    if logger and result.episodes:
+                        logger.log_episodes(result.episodes, global_step)
+                    if agent.ready(global_step):
+                        metrics = agent.update(global_step)
+                        now = time.time()
+                        metrics["charts/steps_per_second"] = (global_step - steps_at_last_log) / max(now - time_at_last_log, 1e-9)
+                        steps_at_last_log, time_at_last_log = global_step, now
+                        if logger:
+                            logger.log_metrics(metrics, global_step)
+                        on_schedule = global_step >= next_checkpoint
+                        overdue = cfg.checkpoint_seconds and time.monotonic() - last_save_time >= cfg.checkpoint_seconds
+                        if on_schedule or overdue:
+                            save(with_replay=on_schedule)
+                            last_save_time = time.monotonic()
+                            next_checkpoint = (global_step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
+                        if logger and logger.solved(cfg.stop_return):
+                            print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping", file=sys.stderr)
+                            break
+                    if video is not None:
+                        video.maybe_record(agent, global_step)
+                    if progress is not None:
+                        progress.update(envs.num_envs)
+                        if result.episodes and logger:
+                            progress.set_postfix(mean_return=f"{logger.mean_recent_return:.2f}", refresh=False)
+        except KeyboardInterrupt as stop:
+            saved_at = save(with_replay=True)
+            what = f"stopped by {stop}" if isinstance(stop, Stopped) else "interrupted"
+            print(f"\n{what} at step {global_step}; checkpoint saved at step {saved_at}; continue with "
+                  f"`python train.py --resume {run_dir}`", file=sys.stderr)
             raise
         except EnvError as error:
             # An emulator crashed mid-run: keep what was learned and say how to go on.
-            saved_at = _save_final(agent, save, global_step, envs.num_envs)
+            saved_at = save(with_replay=True)
             raise EnvError(f"{error} at step {global_step}; checkpoint saved at step {saved_at}, continue with "
                            f"`python train.py --resume {run_dir}`") from error
-        _save_final(agent, save, global_step, envs.num_envs)
-    finally:
-        envs.close()
-        if "progress" in locals() and progress is not None:
-            progress.close()
-        if "logger" in locals() and logger is not None:
-            logger.close()
-    if rank == 0:
+        save(with_replay=True)
         mean = logger.mean_recent_return if logger else float("nan")
-        print(f"done: {global_step} steps, mean return of the last {len(logger.recent_returns)} episodes "
-              f"{mean:.2f}; run in {run_dir}")
+        episodes = len(logger.recent_returns) if logger else 0
+    if rank == 0:
+        print(f"done: {global_step} steps, mean return of the last {episodes} episodes {mean:.2f}; run in {run_dir}")
+        print(f"next: watch it    python -m pixelplay.eval watch {run_dir}\n"
+              f"      score it    python -m pixelplay.eval score {run_dir}\n"
+              f"      plot it     python -m pixelplay.eval plot {run_dir}\n"
+              f"      go on       python train.py --resume {run_dir} --total-steps {2 * cfg.total_steps}")
     return run_dir
 
 
-def _save_final(agent: Any, save, global_step: int, num_envs: int) -> int:
-    """Save the last checkpoint of a run that ends, is interrupted or loses an env; returns its step.
+@contextlib.contextmanager
+def _stop_signals_as_interrupts():
+    """SIGTERM and SIGHUP raise `Stopped` (a KeyboardInterrupt) in the loop, so that a stop by a
+    scheduler saves a checkpoint exactly as Ctrl-C does. Restored on the way out."""
 
-    An on-policy agent that stops mid-rollout holds the weights of its last update and a partial
-    rollout it never learned from: the checkpoint is labelled with that update's step, so that
-    --resume collects the rollout again instead of skipping its steps.
-    """
-    storage = getattr(agent, "storage", None)
-    at_step = global_step - (storage.step * num_envs if storage is not None else 0)
-    save(at_step)
-    return at_step
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread: leave the signals alone
+            pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _progress_bar(cfg: RunConfig, start: int, rank: int):
@@ -522,10 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     except PixelplayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Stopped as stop:
+        return 128 + stop.signum
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

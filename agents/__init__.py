@@ -6,12 +6,12 @@ anywhere and starts nothing.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, NamedTuple
 
 import torch
 
 from pixelplay.agents.checkpoint import CheckpointError, load_checkpoint
+from pixelplay.agents.config import build
 from pixelplay.agents.dqn import DQNAgent, DQNConfig
 from pixelplay.agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig
 
@@ -102,14 +102,10 @@ def preset_for(algo: str, env_id: str, family: str) -> dict[str, Any]:
     return merged
 
 
-def make_config(algo: str, values: dict[str, Any]):
-    """Build the algorithm's config from a dict, refusing keys it does not have."""
-    config_cls = ALGOS[algo].config
-    names = {f.name for f in fields(config_cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise CheckpointError(f"{algo} has no hyperparameter(s) {', '.join(unknown)}")
-    return config_cls(**values)
+def make_config(algo: str, values: dict[str, Any], where: str = ""):
+    """Build the algorithm's config from a dict, every value checked against its field's type
+    and range (`pixelplay.agents.config.build`); ``where`` names the source in messages."""
+    return build(ALGOS[algo].config, values, where or f"{algo} hyperparameter ")
 
 
 def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 1):
@@ -118,13 +114,25 @@ def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 
     algo = checkpoint["algo"]
     if algo not in ALGOS:
         raise CheckpointError(f"'{checkpoint['path']}' was saved by unknown algorithm '{algo}'")
-    cfg = make_config(algo, checkpoint["algo_config"])
-    agent = ALGOS[algo].agent(
-        cfg, tuple(checkpoint["obs_shape"]), checkpoint["num_actions"], num_envs, 1, torch.device(device)
-    )
+    cfg = make_config(algo, checkpoint["algo_config"], f"'{checkpoint['path']}': algo_config.")
+    obs_shape = tuple(checkpoint["obs_shape"])
+    agent = ALGOS[algo].agent(cfg, obs_shape, checkpoint["num_actions"], num_envs, 1, torch.device(device))
+    restore_agent(agent, checkpoint, obs_shape, checkpoint["num_actions"])
+    return agent, checkpoint
+
+
+def restore_agent(agent, checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -> None:
+    """Load a checkpoint's agent state into ``agent`` built for ``obs_shape`` and ``num_actions``;
+    any mismatch (shapes, keys, another algorithm's state) is one `CheckpointError`."""
+    if tuple(checkpoint["obs_shape"]) != tuple(obs_shape) or checkpoint["num_actions"] != num_actions:
+        raise CheckpointError(
+            f"checkpoint '{checkpoint['path']}' was saved for observations {tuple(checkpoint['obs_shape'])} and "
+            f"{checkpoint['num_actions']} actions; this env gives {tuple(obs_shape)} and {num_actions}"
+        )
     try:
         agent.load_state_dict(checkpoint["agent"])
-    except (RuntimeError, KeyError, ValueError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"'{checkpoint['path']}' does not fit a {algo} agent: {first}") from None
-    return agent, checkpoint
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"'{checkpoint['path']}' does not fit a {checkpoint['algo']} agent: {type(error).__name__}: {first}"
+        ) from None

@@ -14,8 +14,9 @@ import pickle
 import random
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -31,20 +32,66 @@ class CheckpointError(PixelplayError):
     """A checkpoint that is missing, corrupt, of another format, or does not fit."""
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: a crash never leaves a
-    half-written file under the final name."""
+TEMP_SUFFIX = ".tmp"
+"""Temporary files of `atomic_write` are ``.<name>.<random>.tmp`` beside their target."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file so that a crash never leaves a half-written one under the final name.
+
+    ``write(handle)`` fills a temporary file with a unique name in the same directory (two
+    writers never share one); it is fsynced, renamed over ``path``, and the directory is fsynced
+    so the rename itself survives a power cut. On any error the temporary file is removed; a
+    process killed mid-write leaves one behind, which `remove_stale_temporaries` clears.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # not supported on this platform or filesystem
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left (``.<name>.*.tmp``) in a
+    run directory and its checkpoints/ and videos/ folders. Call it when no writer is running."""
+    removed = []
+    root = Path(directory)
+    for folder in (root, root / "checkpoints", root / "videos"):
+        if folder.is_dir():
+            for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
@@ -65,7 +112,13 @@ def load_checkpoint(path_or_run: str | os.PathLike, map_location: str | torch.de
     path = resolve_checkpoint(path_or_run)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error) or "Unsupported class" in str(error):
+            # torch's own message suggests weights_only=False, i.e. running code from the file.
+            raise CheckpointError(f"'{path}' contains objects other than tensors; refused") from None
+        raise CheckpointError(f"'{path}' is not a readable pixelplay checkpoint (corrupt or truncated?): "
+                              f"{str(error).strip().splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"'{path}' is not a readable pixelplay checkpoint (corrupt or truncated?): {first_line}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -75,8 +128,40 @@ def load_checkpoint(path_or_run: str | os.PathLike, map_location: str | torch.de
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise CheckpointError(f"'{path}' lacks {', '.join(missing)}")
+    for key, kind, meaning in _FIELD_TYPES:
+        if key in data and not _is_a(data[key], kind):
+            raise CheckpointError(f"'{path}' is damaged: {key} should be {meaning}, got {data[key]!r:.60}")
     data["path"] = str(path)
     return data
+
+
+_FIELD_TYPES = (
+    ("algo", str, "a string"),
+    ("env_id", str, "a string"),
+    ("algo_config", dict, "a dict"),
+    ("run_config", dict, "a dict"),
+    ("obs_shape", "shape", "a list of 3 positive integers"),
+    ("num_actions", "count", "a positive integer"),
+    ("global_step", "step", "a non-negative integer"),
+    ("agent", dict, "a dict of tensors"),
+    ("rng", "rng", "a dict of RNG states (torch, numpy, python)"),
+)
+
+
+def _is_a(value: Any, kind: Any) -> bool:
+    def integer(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind == "shape":
+        return isinstance(value, (list, tuple)) and len(value) == 3 and all(integer(v) and v > 0 for v in value)
+    if kind == "count":
+        return integer(value) and value > 0
+    if kind == "step":
+        return integer(value) and value >= 0
+    if kind == "rng":
+        return (isinstance(value, dict) and isinstance(value.get("torch"), torch.Tensor)
+                and isinstance(value.get("numpy"), dict) and isinstance(value.get("python"), list))
+    return isinstance(value, kind)
 
 
 def rng_state() -> dict:
@@ -93,11 +178,17 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
-    random.setstate((3, tuple(state["python"]), None))
+    """Restore `rng_state`'s generators. The states are host data: a checkpoint loaded with
+    ``map_location="cuda"`` carries them as CUDA tensors, which the setters refuse, so every one
+    is taken back to the CPU first."""
+    torch.set_rng_state(state["torch"].cpu())
+    keys = state["numpy"]["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy"]["pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
 
 
 class CheckpointManager:
@@ -108,16 +199,22 @@ class CheckpointManager:
         self.keep_last = max(1, keep_last)
 
     def save(self, payload: dict) -> Path:
-        step_path = self.directory / f"step_{payload['global_step']:012d}.pt"
-        atomic_torch_save(payload, step_path)
-        atomic_torch_save(payload, self.directory / "latest.pt")
+        """Write ``step_<N>.pt`` once, then point ``latest.pt`` at the same bytes: a hard link,
+        renamed into place (atomic), or a copy where the filesystem has no hard links."""
+        step_path = atomic_torch_save(payload, self.directory / f"step_{payload['global_step']:012d}.pt")
+        latest = self.directory / "latest.pt"
+        link = self.directory / f".latest.pt.{os.getpid()}{TEMP_SUFFIX}"
+        link.unlink(missing_ok=True)
+        try:
+            os.link(step_path, link)
+        except OSError:
+            atomic_torch_save(payload, latest)
+        else:
+            os.replace(link, latest)
+            _fsync_directory(self.directory)
         for old in sorted(self.directory.glob("step_*.pt"))[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return step_path
-
-    @property
-    def latest(self) -> Path:
-        return self.directory / "latest.pt"
 
 
 def make_payload(algo: str, env_id: str, algo_config: dict, run_config: dict, obs_shape, num_actions: int,

@@ -14,69 +14,71 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pixelplay.agents.networks import QNetwork, autocast, build_extractor
+from pixelplay.agents.config import ConfigError, bounded
+from pixelplay.agents.networks import PRECISIONS, NetworkConfig, QNetwork, build_extractor
 from pixelplay.agents.replay import ReplayBatch, ReplayBuffer
-from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.vec import StepResult
 
 
 @dataclass
-class DQNConfig:
+class DQNConfig(NetworkConfig):
     """DQN hyperparameters; the defaults are a compact DQN for small budgets, the Atari preset
     restores the Nature / CleanRL ``dqn_atari.py`` values."""
 
-    learning_rate: float = 1e-4
+    learning_rate: float = bounded(1e-4, low=0.0)
     """Adam step size"""
-    adam_eps: float = 1.5e-4
+    adam_eps: float = bounded(1.5e-4, low=0.0)
     """Adam epsilon (1.5e-4 as in Dopamine and Rainbow, Hessel et al. 2018)"""
-    buffer_size: int = 100_000
+    buffer_size: int = bounded(100_000, low=1)
     """replay capacity in transitions (all envs together)"""
-    learning_starts: int = 5_000
+    learning_starts: int = bounded(5_000, low=0)
     """env steps of uniform-random play before the first update"""
-    train_frequency: int = 4
+    train_frequency: int = bounded(4, low=1)
     """env steps (over all envs) per gradient step"""
-    batch_size: int = 32
+    batch_size: int = bounded(32, low=1)
     """transitions per gradient step"""
-    gamma: float = 0.99
+    gamma: float = bounded(0.99, low=0.0, high=1.0)
     """discount factor"""
-    target_update_interval: int = 1_000
+    target_update_interval: int = bounded(1_000, low=1)
     """env steps between hard target-network copies (used when tau is 1)"""
-    tau: float = 1.0
+    tau: float = bounded(1.0, low=0.0, high=1.0)
     """1.0: hard target copies every target_update_interval; below 1: Polyak averaging each gradient step"""
-    start_epsilon: float = 1.0
+    start_epsilon: float = bounded(1.0, low=0.0, high=1.0)
     """exploration epsilon at the start"""
-    final_epsilon: float = 0.01
+    final_epsilon: float = bounded(0.01, low=0.0, high=1.0)
     """exploration epsilon after the decay"""
-    exploration_fraction: float = 0.1
+    exploration_fraction: float = bounded(0.1, low=0.0, high=1.0)
     """fraction of total steps over which epsilon decays linearly"""
-    eval_epsilon: float = 0.05
+    eval_epsilon: float = bounded(0.05, low=0.0, high=1.0)
     """epsilon of the evaluation policy (0.05 in the Nature paper's evaluation)"""
     double_dqn: bool = False
     """Double DQN: the online net picks the next action, the target net rates it"""
     dueling: bool = False
     """dueling value/advantage head"""
-    n_step: int = 1
+    n_step: int = bounded(1, low=1)
     """n-step returns, computed by the replay at sample time"""
     prioritized: bool = False
     """proportional prioritized replay"""
-    priority_alpha: float = 0.6
+    priority_alpha: float = bounded(0.6, low=0.0)
     """how strongly priorities shape sampling (0: uniform)"""
-    priority_beta: float = 0.4
+    priority_beta: float = bounded(0.4, low=0.0, high=1.0)
     """importance-sampling exponent at the start, annealed to 1 over the run"""
-    loss: str = "huber"
+    loss: str = bounded("huber", choices=("huber", "mse"))
     """huber (as in the Nature paper's error clipping) or mse"""
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = bounded(10.0, low=0.0)
     """global gradient-norm clip (0 disables)"""
-    network: str = "nature"
-    """feature extractor: nature or impala"""
-    features_dim: int = 512
-    """width of the extractor's output layer"""
-    precision: str = "fp32"
-    """fp32, bf16, or auto (bf16 on CUDA and AMX CPUs); bf16 gains little at batch 32 on a CPU (measured-here.md)"""
-    channels_last: bool = True
-    """channels-last (NHWC) conv layout: ~1.4x faster DQN updates on this CPU"""
+    precision: str = bounded("fp32", choices=PRECISIONS)
+    """fp32, bf16, or auto (bf16 on CUDA and AMX CPUs); bf16 gains little at batch 32 on a CPU (bench/dqn_vs_sb3.py)"""
     save_replay: bool = False
     """put the replay buffer in checkpoints so that --resume continues with it (large files)"""
+
+    def check_rollout(self, num_envs: int) -> None:
+        """Refuse a replay too small to hold one n-step transition per env."""
+        if self.buffer_size < num_envs * (self.n_step + 1):
+            raise ConfigError(
+                f"buffer_size={self.buffer_size} cannot hold {self.n_step}-step transitions of {num_envs} envs; "
+                f"use at least {num_envs * (self.n_step + 1)}"
+            )
 
 
 class DQNAgent:
@@ -92,14 +94,14 @@ class DQNAgent:
         device: torch.device,
         frame_stack: int = 1,
     ):
-        if cfg.loss not in ("huber", "mse"):
-            raise PixelplayError(f"unknown DQN loss '{cfg.loss}'; choose huber or mse")
+        cfg.check_rollout(num_envs)
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs, self.num_actions = num_envs, num_actions
         self.q_net = QNetwork(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions, cfg.dueling)
         self.q_net.to(self.device)
         if cfg.channels_last:
             self.q_net.to(memory_format=torch.channels_last)
+        self.autocast = cfg.autocast(self.device)
         self.target_net = copy.deepcopy(self.q_net)
         self.target_net.requires_grad_(False)
         # Fused Adam: one kernel per tensor instead of about ten. The same update (up to rounding),
@@ -115,6 +117,8 @@ class DQNAgent:
         self.gradient_steps = 0
         self.last_train_step = 0
         self.last_target_step = 0
+        self.learning_starts = cfg.learning_starts
+        """the env step of the first update: learning_starts, or later after a resume without replay"""
 
     @property
     def replay(self) -> ReplayBuffer:
@@ -139,7 +143,7 @@ class DQNAgent:
     def _q(self, net: torch.nn.Module, obs: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
             obs = obs.contiguous(memory_format=torch.channels_last)
-        with autocast(self.cfg.precision, self.device):
+        with self.autocast():
             return net(obs).float()
 
     def epsilon(self, step: int) -> float:
@@ -159,6 +163,19 @@ class DQNAgent:
         greedy = self._q(self.q_net, obs).argmax(dim=1)
         return torch.where(explore, random_actions, greedy)
 
+    def resumed(self, global_step: int) -> str | None:
+        """Called when a run resumes at ``global_step``. A checkpoint without the replay (the
+        default, see ``save_replay``) leaves it empty: refill it before learning again, acting
+        with the restored policy, then go on with one gradient step per train_frequency (no
+        catch-up burst for the refill's steps)."""
+        if self._replay is not None and self._replay.num_added > 0:
+            return None
+        refill = max(self.cfg.learning_starts, self.cfg.batch_size, self.num_envs * (self.cfg.n_step + 1))
+        self.learning_starts = global_step + refill
+        self.last_train_step = max(self.last_train_step, self.learning_starts - self.cfg.train_frequency)
+        return (f"resuming at step {global_step} with an empty replay (no --save-replay): refilling {refill} "
+                f"steps with the restored policy before the next update")
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
         if step < self.cfg.learning_starts:
@@ -166,21 +183,26 @@ class DQNAgent:
         return self._epsilon_greedy(obs, self.epsilon(step))
 
     @torch.no_grad()
-    def eval_act(self, obs: torch.Tensor, epsilon: float | None = None) -> torch.Tensor:
-        """Epsilon-greedy with ``epsilon`` (default: the config's ``eval_epsilon``)."""
+    def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None, epsilon: float | None = None) -> torch.Tensor:
+        """Epsilon-greedy with ``epsilon`` (default: the config's ``eval_epsilon``); feed-forward,
+        so episode starts (``first``) change nothing."""
         return self._epsilon_greedy(obs, self.cfg.eval_epsilon if epsilon is None else epsilon)
 
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
         self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
 
     def ready(self, step: int) -> bool:
-        return step >= self.cfg.learning_starts and step - self.last_train_step >= self.cfg.train_frequency
+        return step >= self.learning_starts and step - self.last_train_step >= self.cfg.train_frequency
+
+    def learned_step(self, global_step: int) -> int:
+        """Every step observed is in the replay (or dropped with it): the checkpoint is current."""
+        return global_step
 
     def update(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         # Count from learning_starts, not from step 0: the first update is one gradient step (as in
         # CleanRL and SB3), not a burst of learning_starts / train_frequency on the first random data.
-        self.last_train_step = max(self.last_train_step, cfg.learning_starts - cfg.train_frequency)
+        self.last_train_step = max(self.last_train_step, self.learning_starts - cfg.train_frequency)
         num_updates = (step - self.last_train_step) // cfg.train_frequency
         self.last_train_step += num_updates * cfg.train_frequency
         beta = cfg.priority_beta + min(1.0, step / self.total_steps) * (1.0 - cfg.priority_beta)

@@ -15,14 +15,19 @@ output is empty cannot run; both are refused with a message naming the layer.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
 from torch import nn
 
+from pixelplay.agents.config import bounded
 from pixelplay.envs.errors import PixelplayError
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class GeometryError(PixelplayError):
@@ -186,7 +191,9 @@ class QNetwork(nn.Module):
         return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
 
 
+@functools.cache
 def _cpu_has_amx() -> bool:
+    """Whether the CPU has AMX tiles (read once per process)."""
     try:
         with open("/proc/cpuinfo") as handle:
             return "amx_bf16" in handle.read()
@@ -198,10 +205,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether ``precision`` ("auto", "bf16", "fp32") means bf16 autocast on ``device``.
 
     "auto" takes bf16 only where it is fast: CUDA with bf16 support, or a CPU with AMX tiles
-    (there a PPO minibatch ran ~3x faster, see measured-here.md). On a CPU with AVX-512-BF16 but
-    no AMX (AMD EPYC here) bf16 convs ran ~3x *slower* than fp32, so auto stays fp32.
+    (there a PPO minibatch ran ~3x faster in bench/ppo_vs_sb3.py). On a CPU with AVX-512-BF16
+    but no AMX (AMD EPYC) bf16 convs ran ~3x *slower* than fp32, so auto stays fp32.
     """
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise PixelplayError(f"precision must be auto, bf16 or fp32, got '{precision}'")
     if precision != "auto":
         return precision == "bf16"
@@ -211,7 +218,29 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def autocast(precision: str, device: torch.device):
-    """The autocast context for a network forward pass (a no-op context for fp32)."""
+    """A factory of the autocast context for network forward passes, decided once.
+
+    Call it once (when the agent is built) and enter ``factory()`` on every forward pass: the
+    decision, which may read the CPU's features, is not repeated on the hot path.
+    """
     if use_bf16(precision, device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+@dataclass
+class NetworkConfig:
+    """What every algorithm's config holds about its network (shared base of the configs)."""
+
+    network: str = bounded("nature", choices=tuple(EXTRACTORS))
+    """feature extractor: nature (Mnih et al. 2015) or impala (Espeholt et al. 2018)"""
+    features_dim: int = bounded(512, low=1)
+    """width of the extractor's output layer"""
+    precision: str = bounded("auto", choices=PRECISIONS)
+    """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
+    channels_last: bool = True
+    """store conv weights and activations channels-last (NHWC), faster for convs on CPU and tensor cores"""
+
+    def autocast(self, device: torch.device):
+        """The autocast context factory for this config's precision on ``device``."""
+        return autocast(self.precision, torch.device(device))

@@ -13,105 +13,95 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Categorical
 
-from pixelplay.agents.networks import ActorCritic, autocast, build_extractor
+from pixelplay.agents.config import ConfigError, bounded
+from pixelplay.agents.networks import ActorCritic, NetworkConfig, build_extractor
 from pixelplay.agents.rollout import RolloutBatch, RolloutStorage, compute_gae
 from pixelplay.envs.vec import StepResult
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(NetworkConfig):
     """PPO hyperparameters; defaults are CleanRL's ``ppo_atari.py`` (Huang et al. 2022)."""
 
-    learning_rate: float = 2.5e-4
+    learning_rate: float = bounded(2.5e-4, low=0.0)
     """Adam step size at the start of training"""
     anneal_lr: bool = True
     """anneal the learning rate linearly to 0 over the run"""
-    num_steps: int = 128
+    num_steps: int = bounded(128, low=1)
     """vector steps per rollout (the rollout holds num_steps * num_envs transitions)"""
-    gamma: float = 0.99
+    gamma: float = bounded(0.99, low=0.0, high=1.0)
     """discount factor"""
-    gae_lambda: float = 0.95
+    gae_lambda: float = bounded(0.95, low=0.0, high=1.0)
     """GAE lambda (Schulman et al. 2016): bias-variance trade-off of the advantage"""
-    num_minibatches: int = 4
-    """minibatches per epoch"""
-    update_epochs: int = 4
+    num_minibatches: int = bounded(4, low=1)
+    """minibatches per epoch (at most num_steps * num_envs)"""
+    update_epochs: int = bounded(4, low=1)
     """passes over each rollout"""
     norm_adv: bool = True
     """normalise advantages per minibatch"""
-    clip_coef: float = 0.1
+    clip_coef: float = bounded(0.1, low=0.0)
     """surrogate clipping epsilon"""
     clip_vloss: bool = True
     """clip the value update around the old value, as in the PPO reference implementation"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
-    vf_coef: float = 0.5
+    vf_coef: float = bounded(0.5, low=0.0)
     """value loss coefficient"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = bounded(0.5, low=0.0)
     """global gradient-norm clip"""
-    adam_eps: float = 1e-5
+    adam_eps: float = bounded(1e-5, low=0.0)
     """Adam epsilon (1e-5 as in OpenAI baselines, not PyTorch's 1e-8)"""
-    network: str = "nature"
-    """feature extractor: nature (Mnih et al. 2015) or impala (Espeholt et al. 2018)"""
-    features_dim: int = 512
-    """width of the extractor's output layer"""
-    precision: str = "auto"
-    """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
-    channels_last: bool = True
-    """store conv weights and activations channels-last (NHWC), faster for convs on CPU and tensor cores"""
+
+    def check_rollout(self, num_envs: int) -> None:
+        """Refuse more minibatches than the rollout has transitions."""
+        if self.num_minibatches > self.num_steps * num_envs:
+            raise ConfigError(
+                f"num_minibatches={self.num_minibatches} exceeds the rollout of num_steps * num_envs = "
+                f"{self.num_steps} * {num_envs} = {self.num_steps * num_envs} transitions"
+            )
 
 
 @dataclass
-class A2CConfig:
+class A2CConfig(NetworkConfig):
     """Synchronous advantage actor-critic; defaults follow the A3C paper (Mnih et al. 2016) as
-    Stable-Baselines3 and OpenAI baselines use them: 5-step rollouts, RMSprop, no GAE (lambda 1)."""
+    Stable-Baselines3 and OpenAI baselines use them: 5-step rollouts, RMSprop, no GAE (lambda 1).
+    One unclipped update per rollout, on all of it."""
 
-    learning_rate: float = 7e-4
+    learning_rate: float = bounded(7e-4, low=0.0)
     """RMSprop step size at the start of training"""
     anneal_lr: bool = True
     """anneal the learning rate linearly to 0 over the run"""
-    num_steps: int = 5
+    num_steps: int = bounded(5, low=1)
     """vector steps per rollout; one update per rollout"""
-    gamma: float = 0.99
+    gamma: float = bounded(0.99, low=0.0, high=1.0)
     """discount factor"""
-    gae_lambda: float = 1.0
+    gae_lambda: float = bounded(1.0, low=0.0, high=1.0)
     """1.0 gives the A3C n-step return; lower values use GAE"""
     norm_adv: bool = False
     """normalise advantages per update"""
     ent_coef: float = 0.01
     """entropy bonus coefficient"""
-    vf_coef: float = 0.5
+    vf_coef: float = bounded(0.5, low=0.0)
     """value loss coefficient"""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = bounded(0.5, low=0.0)
     """global gradient-norm clip"""
-    rms_alpha: float = 0.99
+    rms_alpha: float = bounded(0.99, low=0.0, high=1.0)
     """RMSprop smoothing constant"""
-    rms_eps: float = 1e-5
+    rms_eps: float = bounded(1e-5, low=0.0)
     """RMSprop epsilon"""
-    network: str = "nature"
-    """feature extractor: nature or impala"""
-    features_dim: int = 512
-    """width of the extractor's output layer"""
-    precision: str = "auto"
-    """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
-    channels_last: bool = True
-    """channels-last (NHWC) conv layout"""
 
-    # A2C is the actor-critic update taken once per rollout, on all of it, without clipping.
-    @property
-    def update_epochs(self) -> int:
-        return 1
+    def check_rollout(self, num_envs: int) -> None:
+        """Any rollout size works: A2C updates on the whole rollout at once."""
 
-    @property
-    def num_minibatches(self) -> int:
-        return 1
 
-    @property
-    def clip_coef(self) -> None:
-        return None
+class UpdatePlan(NamedTuple):
+    """How an actor-critic update goes over its rollout: PPO's clipped epochs or A2C's one step."""
 
-    @property
-    def clip_vloss(self) -> bool:
-        return False
+    epochs: int
+    num_minibatches: int
+    clip_coef: float | None
+    """None: the plain policy gradient, no ratio clipping (A2C)"""
+    clip_vloss: bool
 
 
 class LossTerms(NamedTuple):
@@ -179,19 +169,25 @@ class PPOAgent:
         frame_stack: int = 1,
     ):
         # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
+        cfg.check_rollout(num_envs)
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
+        self.num_envs = num_envs
         self.net = ActorCritic(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions)
         self.net.to(self.device)
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self.autocast = cfg.autocast(self.device)
         self.optimizer = self._make_optimizer()
+        self.plan = self._update_plan()
         self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device)
         self.batch_size = cfg.num_steps * num_envs
-        self.minibatch_size = self.batch_size // cfg.num_minibatches
-        if self.minibatch_size < 1:
-            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the rollout of {self.batch_size}")
+        self.minibatch_size = self.batch_size // self.plan.num_minibatches
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self._next_obs: torch.Tensor | None = None
+
+    def _update_plan(self) -> UpdatePlan:
+        cfg = self.cfg
+        return UpdatePlan(cfg.update_epochs, cfg.num_minibatches, cfg.clip_coef, cfg.clip_vloss)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         # Fused Adam: one kernel per tensor instead of a loop of ~10 ops; the same update up to rounding.
@@ -201,7 +197,7 @@ class PPOAgent:
     def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.channels_last:
             obs = obs.contiguous(memory_format=torch.channels_last)
-        with autocast(self.cfg.precision, self.device):
+        with self.autocast():
             logits, value = self.net(obs)
         # Distributions and losses in fp32: bf16 log-probabilities are too coarse for the ratio.
         return logits.float(), value.float()
@@ -215,8 +211,9 @@ class PPOAgent:
         return action
 
     @torch.no_grad()
-    def eval_act(self, obs: torch.Tensor) -> torch.Tensor:
-        """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate)."""
+    def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate).
+        Feed-forward: episode starts (``first``) change nothing."""
         logits, _ = self._forward(obs)
         return Categorical(logits=logits).sample()
 
@@ -238,6 +235,15 @@ class PPOAgent:
     def ready(self, step: int) -> bool:
         return self.storage.full
 
+    def resumed(self, global_step: int) -> str | None:
+        """Nothing to rebuild: the next rollout starts from the restored weights."""
+        return None
+
+    def learned_step(self, global_step: int) -> int:
+        """The env step the weights come from: a partial rollout not yet learned from does not
+        count, so that a checkpoint saved mid-rollout makes --resume collect that rollout again."""
+        return global_step - self.storage.step * self.num_envs
+
     def update(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         if cfg.anneal_lr:
@@ -252,7 +258,8 @@ class PPOAgent:
         )
         sums = torch.zeros(6, device=self.device)
         count = 0
-        for _ in range(cfg.update_epochs):
+        plan = self.plan
+        for _ in range(plan.epochs):
             for batch in storage.minibatches(advantages, returns, self.minibatch_size):
                 logits, new_value = self._forward(batch.obs)
                 dist = Categorical(logits=logits)
@@ -261,8 +268,8 @@ class PPOAgent:
                     dist.entropy(),
                     new_value,
                     batch,
-                    clip_coef=cfg.clip_coef,
-                    clip_vloss=cfg.clip_vloss,
+                    clip_coef=plan.clip_coef,
+                    clip_vloss=plan.clip_vloss,
                     vf_coef=cfg.vf_coef,
                     ent_coef=cfg.ent_coef,
                     norm_adv=cfg.norm_adv,
@@ -299,6 +306,9 @@ class PPOAgent:
 
 class A2CAgent(PPOAgent):
     """The same actor-critic and rollout; one unclipped update per rollout with RMSprop."""
+
+    def _update_plan(self) -> UpdatePlan:
+        return UpdatePlan(epochs=1, num_minibatches=1, clip_coef=None, clip_vloss=False)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg

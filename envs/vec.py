@@ -277,8 +277,22 @@ def _close_with_dead_workers(envs: gym.vector.AsyncVectorEnv, timeout: float = 1
 
 
 def _make_in_directory(directory: str, env_fn):
+    """Build a worker's env in the trainer's directory, deaf to stop signals.
+
+    Ctrl-C reaches the whole foreground process group and a scheduler's SIGTERM often does too;
+    the trainer handles both (it saves a checkpoint, then closes its workers). A worker that
+    died of the same signal first would turn that stop into broken pipes and tracebacks. A
+    Python-level handler, unlike SIG_IGN, is reset by exec, so an emulator the worker starts
+    (ViZDoom's engine) still stops on these signals.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _ignore_stop_signal)
     os.chdir(directory)
     return env_fn()
+
+
+def _ignore_stop_signal(signum, frame) -> None:
+    """The trainer decides when its workers stop (see `_make_in_directory`)."""
 
 
 def _child_pids(pid: int) -> list[tuple[int, str]]:

@@ -117,7 +117,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path, capsys):
     (run_dir / "config.json").parent.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"run": {"algo": "ppo", "env": "doom-basic", "total_steps": 128,
                                                               "num_envs": 1}, "algo": {}}))
-    atomic_torch_save(make_payload("ppo", "doom-basic", {}, {}, (4, 84, 84), 18, 64, {"net": {}}),
+    atomic_torch_save(make_payload("ppo", "doom-basic", {}, {}, (4, 84, 84), 18, 64, {"net": {}, "optimizer": {}}),
                       run_dir / "checkpoints" / "latest.pt")
     assert train.main(["--resume", str(run_dir), "--no-track", "--no-progress"]) == 2
     assert "was saved for observations (4, 84, 84) and 18 actions" in capsys.readouterr().err
@@ -125,7 +125,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("flag,value,message", [
     ("--algo", "sac", "unknown algorithm 'sac'"),
-    ("--network", "resnet", "unknown network 'resnet'"),
+    ("--network", "resnet", "network must be one of nature, impala, got 'resnet'"),
     ("--device", "cuda", "no CUDA device"),
 ])
 def test_other_bad_input(flag, value, message, capsys, tmp_path):
