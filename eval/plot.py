@@ -1,7 +1,7 @@
 """Learning curves from runs' ``episodes.csv`` and a bar chart of the DOOM table, as PNG files.
 
-Curves: episode return against env frames (``global_step`` x frame skip 4, the unit papers
-count in), one line per run (a moving average over ``smooth`` episodes, the raw returns faint
+Curves: episode return against env frames (``global_step`` x the env's frame skip, from the
+run's ``config.json`` and the env's `EnvSpec`: the unit papers count in), one line per run (a moving average over ``smooth`` episodes, the raw returns faint
 behind it), one panel per env, and a dashed line at the human score where `eval.baselines` has
 one. Matplotlib runs headless (Agg backend): no display needed.
 """
@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from pixelplay.envs.errors import PixelplayError
+from pixelplay.envs.spec import EnvSpec
 from pixelplay.eval import baselines
+from pixelplay.eval.common import atomic_path
 
-FRAME_SKIP = 4
-"""Env frames per agent step (Atari and the Doom scenarios alike)."""
+UNKNOWN_ENV = "unknown env"
+"""The env name of a run whose config.json names none."""
 
 
 def _pyplot():
@@ -51,7 +53,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             env = json.loads(config.read_text()).get("run", {}).get("env")
         except json.JSONDecodeError:
             env = None
-    return {"name": Path(run_dir).name, "env": env or "unknown env", "steps": steps, "returns": returns}
+    return {"name": Path(run_dir).name, "env": env or UNKNOWN_ENV, "steps": steps, "returns": returns}
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -62,6 +64,19 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
     idx = np.arange(1, len(values) + 1)
     start = np.maximum(0, idx - window)
     return (sums[idx] - sums[start]) / (idx - start)
+
+
+def run_env_spec(env_id: str | None) -> EnvSpec | None:
+    """The `EnvSpec` of a run's env (its frame skip turns steps into frames), or None where the
+    run names no env or one this install cannot resolve (then curves are drawn against steps)."""
+    if not env_id:
+        return None
+    from pixelplay.envs import env_spec  # imports torch: only when a curve is drawn
+
+    try:
+        return env_spec(env_id)
+    except (PixelplayError, ImportError):
+        return None
 
 
 def human_line(env_id: str) -> tuple[float, str] | None:
@@ -77,8 +92,9 @@ def plot_learning_curves(run_dirs: list[Path], out_path: Path, smooth: int = 20)
     plt = _pyplot()
     fig, axes = plt.subplots(len(envs), 1, figsize=(8, 4.5 * len(envs)), squeeze=False)
     for ax, env in zip(axes[:, 0], envs, strict=True):
+        spec = run_env_spec(env) if env != UNKNOWN_ENV else None
         for run in (r for r in runs if r["env"] == env):
-            frames = run["steps"] * FRAME_SKIP
+            frames = spec.frames(run["steps"]) if spec is not None else run["steps"]
             order = np.argsort(frames, kind="stable")
             frames, returns = frames[order], run["returns"][order]
             (line,) = ax.plot(frames, moving_average(returns, smooth), label=run["name"], linewidth=1.8)
@@ -88,7 +104,8 @@ def plot_learning_curves(run_dirs: list[Path], out_path: Path, smooth: int = 20)
             ax.axhline(human[0], color="black", linestyle="--", linewidth=1,
                        label=f"human {human[0]:g} ({human[1].split(',')[0]})")
         ax.set_title(f"{env}: episode return (moving average over {smooth})")
-        ax.set_xlabel("env frames (global step x frame skip 4)")
+        ax.set_xlabel(f"env frames (global step x frame skip {spec.frame_skip})" if spec is not None
+                      else "agent steps (global step; frame skip unknown)")
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -136,12 +153,9 @@ def plot_doom_table(table_json: Path, out_path: Path) -> Path:
 
 
 def _save(fig, out_path: Path) -> None:
-    """Save atomically (a temp PNG renamed into place)."""
-    import os
-
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out_path)
+    """Save atomically (a uniquely named temporary PNG, renamed into place)."""
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
 
 
 def plot_runs(run_dirs: list[str], out: str | None = None, smooth: int = 20, log=print) -> list[Path]:

@@ -2,19 +2,25 @@
 
 Every policy maps a batch of uint8 observations (N, C, H, W) to N action indices. A `PolicySpec`
 names one in a picklable form, so that a player process (ViZDoom multiplayer runs each player in
-its own process) can rebuild it on its side.
+its own process) can rebuild it on its side. Within one process a checkpoint is read once:
+`PolicySpec.load` keeps the agent it rebuilt, and every later question (which env it was trained
+on, how it picks actions, the policy itself) is answered from that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from pixelplay.envs import resolve_env
 from pixelplay.envs.errors import PixelplayError
+from pixelplay.envs.spec import DOOM
+
+if TYPE_CHECKING:
+    from pixelplay.envs import EnvSpec
 
 POLICY_KINDS = ("checkpoint", "random", "scripted", "human")
 
@@ -43,6 +49,34 @@ class PolicySpec:
         if self.kind == "checkpoint":
             return f"checkpoint {self.path}"
         return self.kind
+
+    def load(self) -> tuple[Any, dict]:
+        """The checkpoint's agent (in eval mode, on ``device``) and its checkpoint dict.
+
+        The file is read on the first call and the result kept on this spec, so one process
+        reads a checkpoint once however many steps ask for it. The kept agent is not pickled
+        (`__getstate__`): a player process that receives the spec loads its own copy. Refuses an
+        ``epsilon`` outside [0, 1] or given for an agent that samples from its policy (PPO, A2C).
+        """
+        loaded = self.__dict__.get("_loaded")
+        if loaded is None:
+            if self.kind != "checkpoint":
+                raise PixelplayError(f"a {self.kind} player has no checkpoint to load")
+            from pixelplay.agents import load_agent
+
+            agent, checkpoint = load_agent(self.path, self.device)
+            check_epsilon(agent, checkpoint, self.epsilon)
+            for module in ("net", "q_net"):
+                if hasattr(agent, module):
+                    getattr(agent, module).eval()
+            loaded = (agent, checkpoint)
+            object.__setattr__(self, "_loaded", loaded)  # a cache, not a field: equality is unchanged
+        return loaded
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_loaded", None)
+        return state
 
 
 def parse_policy(value: str, epsilon: float | None = None, device: str = "cpu") -> PolicySpec:
@@ -112,38 +146,48 @@ class ScriptedDoomPolicy:
 
 
 class AgentPolicy:
-    """A trained agent's evaluation policy (``agent.eval_act``)."""
+    """A live agent's evaluation policy (``agent.eval_act``): the training agent itself
+    (``train.py --capture-video``) or one rebuilt from a checkpoint (``checkpoint`` given).
 
-    def __init__(self, agent: Any, checkpoint: dict, device: torch.device):
+    ``epsilon`` (DQN only) is handed to each ``eval_act`` call; the agent's config is never
+    changed, so the same agent can serve several policies.
+    """
+
+    def __init__(self, agent: Any, checkpoint: dict | None = None, *, epsilon: float | None = None):
+        if epsilon is not None:
+            check_epsilon(agent, checkpoint, epsilon)
         self.agent = agent
         self.checkpoint = checkpoint
-        self.device = device
-        self.label = f"{checkpoint['algo']} {checkpoint['path']} (step {checkpoint['global_step']})"
+        self.epsilon = epsilon
+        self.device = torch.device(getattr(agent, "device", "cpu"))
+        self.label = (
+            f"{checkpoint['algo']} {checkpoint['path']} (step {checkpoint['global_step']})" if checkpoint
+            else "training agent"
+        )
 
     def act(self, obs) -> np.ndarray:
         tensor = torch.as_tensor(obs, device=self.device)
         if tensor.dim() == 3:
             tensor = tensor.unsqueeze(0)
-        return self.agent.eval_act(tensor).cpu().numpy()
+        if self.epsilon is None:
+            return self.agent.eval_act(tensor).cpu().numpy()
+        return self.agent.eval_act(tensor, epsilon=self.epsilon).cpu().numpy()
 
 
-def load_agent_policy(path: str, *, epsilon: float | None = None, device: str = "cpu", num_envs: int = 1) -> AgentPolicy:
-    """Rebuild a checkpoint's agent; ``epsilon`` overrides a DQN's evaluation epsilon."""
-    from pixelplay.agents import load_agent
+def takes_epsilon(agent: Any) -> bool:
+    """Whether the agent acts epsilon-greedily at evaluation (DQN), rather than sampling from a policy."""
+    return hasattr(getattr(agent, "cfg", None), "eval_epsilon")
 
-    agent, checkpoint = load_agent(path, device, num_envs)
-    if epsilon is not None:
-        if not hasattr(agent.cfg, "eval_epsilon"):
-            raise PixelplayError(
-                f"--epsilon applies to DQN agents; '{path}' is a {checkpoint['algo']} agent, which samples from its policy"
-            )
-        if not 0.0 <= epsilon <= 1.0:
-            raise PixelplayError(f"--epsilon must be in [0, 1], got {epsilon}")
-        agent.cfg.eval_epsilon = float(epsilon)
-    for module in ("net", "q_net"):
-        if hasattr(agent, module):
-            getattr(agent, module).eval()
-    return AgentPolicy(agent, checkpoint, torch.device(device))
+
+def check_epsilon(agent: Any, checkpoint: dict | None, epsilon: float | None) -> None:
+    """Refuse an evaluation epsilon the agent cannot use, or one outside [0, 1]."""
+    if epsilon is None:
+        return
+    if not takes_epsilon(agent):
+        what = f"'{checkpoint['path']}' is a {checkpoint['algo']} agent" if checkpoint else "this agent"
+        raise PixelplayError(f"--epsilon applies to DQN agents; {what}, which samples from its policy")
+    if not 0.0 <= epsilon <= 1.0:
+        raise PixelplayError(f"--epsilon must be in [0, 1], got {epsilon}")
 
 
 def build_policy(
@@ -153,9 +197,13 @@ def build_policy(
     obs_shape: tuple[int, ...],
     seed: int,
     action_names: list[str] | None = None,
-    num_envs: int = 1,
 ) -> Policy:
-    """Instantiate a `PolicySpec` for an env with these actions and observations."""
+    """Instantiate a `PolicySpec` for an env with these actions and observations.
+
+    A checkpoint's agent comes from `PolicySpec.load` (read once per process); torch is seeded
+    with ``seed`` just before it plays, since its sampling (PPO) or exploration (DQN) draws from
+    torch. ``action_names`` are Doom's button combinations (the scripted player needs them).
+    """
     if spec.kind == "random":
         return RandomPolicy(num_actions, seed)
     if spec.kind == "scripted":
@@ -163,11 +211,18 @@ def build_policy(
             raise PixelplayError("the scripted player plays ViZDoom only (it picks actions by their button names)")
         return ScriptedDoomPolicy(action_names, seed)
     if spec.kind == "checkpoint":
-        torch.manual_seed(seed)  # the agent's sampling (PPO) or exploration (DQN) draws from torch
-        policy = load_agent_policy(spec.path, epsilon=spec.epsilon, device=spec.device, num_envs=num_envs)
-        check_fits(policy.checkpoint, obs_shape, num_actions)
-        return policy
+        agent, checkpoint = spec.load()
+        check_fits(checkpoint, obs_shape, num_actions)
+        torch.manual_seed(seed)
+        return AgentPolicy(agent, checkpoint, epsilon=spec.epsilon)
     raise PixelplayError(f"policy kind '{spec.kind}' cannot act on its own (choose one of {', '.join(POLICY_KINDS)})")
+
+
+def build_env_policy(spec: PolicySpec, env: EnvSpec, obs_shape: tuple[int, ...], seed: int) -> Policy:
+    """`build_policy` for the env an `EnvSpec` describes (Doom's action names go to the scripted
+    player; Atari's ALE names do not, so it refuses Atari as before)."""
+    return build_policy(spec, num_actions=env.num_actions, obs_shape=tuple(obs_shape), seed=seed,
+                        action_names=list(env.action_names) if env.family == DOOM else None)
 
 
 def check_fits(checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -> None:
@@ -181,10 +236,8 @@ def check_fits(checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -
 
 
 def checkpoint_env(spec: PolicySpec) -> str:
-    """The env id a checkpoint was trained on (reads the file; validates it)."""
-    from pixelplay.agents.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(spec.path)
-    env_id = checkpoint["env_id"]
+    """The env id a checkpoint was trained on (validated; the checkpoint is read once, `PolicySpec.load`)."""
+    env_id = spec.load()[1]["env_id"]
     resolve_env(env_id)
     return env_id
+

@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelplay.envs import env_family, make_vec_env
+from pixelplay.envs import EnvSpec, env_spec, make_vec_env
+from pixelplay.envs.atari import MAX_EPISODE_FRAMES
 from pixelplay.envs.errors import PixelplayError
+from pixelplay.envs.spec import ATARI
 from pixelplay.eval import baselines
 from pixelplay.eval.common import atomic_write_json, atomic_write_text
-from pixelplay.eval.policies import PolicySpec, build_policy
+from pixelplay.eval.policies import PolicySpec, build_env_policy, takes_epsilon
 
 
 @dataclass
@@ -39,7 +41,7 @@ class ScoreConfig:
     """games played in parallel (0: min(episodes, 4))"""
     seed: int = 1
     """base seed; env i is seeded with seed + i"""
-    max_frames: int = 108_000
+    max_frames: int = MAX_EPISODE_FRAMES
     """Atari: emulator frames per game before it is cut (108,000 = 30 minutes, the standard cap)"""
     noop_max: int = 30
     """Atari: up to this many no-op actions at the start of each game"""
@@ -63,8 +65,9 @@ class ScoreConfig:
             raise PixelplayError(f"--noop-max must be >= 0, got {self.noop_max}")
 
 
-def env_options(env_id: str, cfg: ScoreConfig) -> dict[str, Any]:
-    if env_family(env_id) == "atari":
+def env_options(family: str, cfg: ScoreConfig) -> dict[str, Any]:
+    """The options of ``make_vec_env`` for this protocol (Atari's; a Doom scenario takes none)."""
+    if family == ATARI:
         return {
             "backend": cfg.backend,
             "sticky_actions": cfg.sticky_actions,
@@ -74,22 +77,17 @@ def env_options(env_id: str, cfg: ScoreConfig) -> dict[str, Any]:
     return {}
 
 
-def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> list[dict[str, Any]]:
-    """Play ``cfg.episodes`` full games and return their records, in (env, game) order."""
+def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> tuple[list[dict[str, Any]], EnvSpec]:
+    """Play ``cfg.episodes`` full games; return their records, in (env, game) order, and the
+    `EnvSpec` of the env they were played on."""
     cfg.validate()
     num_envs = cfg.num_envs or min(cfg.episodes, 4)
     num_envs = min(num_envs, cfg.episodes)
     quotas = [cfg.episodes // num_envs + (1 if i < cfg.episodes % num_envs else 0) for i in range(num_envs)]
-    envs = make_vec_env(env_id, num_envs, cfg.seed, cfg.device, training=False, **env_options(env_id, cfg))
+    family = env_spec(env_id, training=False).family
+    envs = make_vec_env(env_id, num_envs, cfg.seed, cfg.device, training=False, **env_options(family, cfg))
     try:
-        action_names = None
-        if env_family(env_id) == "doom":
-            from pixelplay.envs.doom import get_scenario
-
-            names = get_scenario(_doom_target(env_id)).actions
-            action_names = ["+".join(a) if a else "NOOP" for a in names]
-        policy = build_policy(spec, num_actions=envs.num_actions, obs_shape=envs.obs_shape, seed=cfg.seed,
-                              action_names=action_names, num_envs=num_envs)
+        policy = build_env_policy(spec, envs.spec, envs.obs_shape, cfg.seed)
         games: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
         obs = envs.reset(seed=cfg.seed)
         steps = 0
@@ -108,13 +106,7 @@ def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> li
                         f"({time.monotonic() - started:.0f} s)")
     finally:
         envs.close()
-    return [record for env_games in games for record in env_games]
-
-
-def _doom_target(env_id: str) -> str:
-    from pixelplay.envs import resolve_env
-
-    return resolve_env(env_id)[1]
+    return [record for env_games in games for record in env_games], envs.spec
 
 
 def summarize(returns: list[float]) -> dict[str, float]:
@@ -132,22 +124,21 @@ def score(spec: PolicySpec, env_id: str, cfg: ScoreConfig, policy_info: dict[str
           log=print) -> dict[str, Any]:
     """Play the games and build the report (a JSON-ready dict)."""
     started = time.monotonic()
-    games = play_games(spec, env_id, cfg, log)
+    games, env = play_games(spec, env_id, cfg, log)
     returns = [float(g["return"]) for g in games]
     stats = summarize(returns)
-    family = env_family(env_id)
     report: dict[str, Any] = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "env": env_id,
         "policy": spec.label,
         **(policy_info or {}),
         "config": asdict(cfg),
-        "protocol": protocol(env_id, cfg, policy_info or {}),
+        "protocol": protocol(env, cfg, policy_info or {}),
         "score": stats,
         "games": games,
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    if family == "atari":
+    if env.family == ATARI:
         game = baselines.atari_references(env_id)
         report["game"] = baselines.atari_game_name(env_id)
         if game is not None:
@@ -166,12 +157,13 @@ def score(spec: PolicySpec, env_id: str, cfg: ScoreConfig, policy_info: dict[str
     return report
 
 
-def protocol(env_id: str, cfg: ScoreConfig, policy_info: dict[str, Any]) -> list[str]:
+def protocol(env: EnvSpec, cfg: ScoreConfig, policy_info: dict[str, Any]) -> list[str]:
+    """The protocol in words, one line per point, for the report (``env``: what was played)."""
     lines = []
-    if env_family(env_id) == "atari":
+    if env.family == ATARI:
         lines.append(
             f"full games (all lives, no life-loss episode ends), raw unclipped score, 1-{cfg.noop_max} no-op starts, "
-            f"games cut at {cfg.max_frames:,} frames ({cfg.max_frames // 4:,} agent steps at frame skip 4)"
+            f"games cut at {cfg.max_frames:,} frames ({env.max_eval_steps:,} agent steps at frame skip {env.frame_skip})"
         )
         lines.append(
             "sticky actions ON (repeat_action_probability 0.25)" if cfg.sticky_actions
@@ -207,7 +199,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         for name, ref in report["references"].items():
             std = f" ± {ref['std']:g}" if ref.get("std") is not None else ""
             lines.append(f"| {name} | {ref['score']:g}{std} | {ref['source']} |")
-    elif report["env"] and env_family(report["env"]) == "atari":
+    elif "game" in report:  # an Atari game without references
         lines += ["", f"No reference scores recorded for {report.get('game')} in eval/baselines.py."]
     lines += ["", "## Protocol"] + [f"- {line}" for line in report["protocol"]]
     lines.append(f"- wall time: {report['wall_time_s']} s")
@@ -226,15 +218,9 @@ def action_selection(spec: PolicySpec) -> str:
     """How the player picks actions, in words (for the report)."""
     if spec.kind != "checkpoint":
         return {"random": "uniformly random actions", "scripted": "a scripted player"}.get(spec.kind, spec.kind)
-    from pixelplay.agents.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(spec.path)
-    if checkpoint["algo"] == "dqn":
-        eps = spec.epsilon if spec.epsilon is not None else checkpoint["algo_config"].get("eval_epsilon", 0.05)
+    agent, checkpoint = spec.load()  # read once per process; refuses --epsilon for PPO / A2C
+    if takes_epsilon(agent):
+        eps = spec.epsilon if spec.epsilon is not None else agent.cfg.eval_epsilon
         source = "--epsilon" if spec.epsilon is not None else "the checkpoint's eval_epsilon"
         return f"epsilon-greedy on Q, epsilon = {eps:g} ({source})"
-    if spec.epsilon is not None:
-        raise PixelplayError(
-            f"--epsilon applies to DQN agents; '{spec.path}' is a {checkpoint['algo']} agent, which samples from its policy"
-        )
     return f"{checkpoint['algo']}: actions sampled from the learned policy (as CleanRL and Stable-Baselines3 evaluate)"

@@ -10,7 +10,7 @@ import pytest
 from pixelplay.eval import doom_table
 from pixelplay.eval.__main__ import main
 from pixelplay.eval.baselines import DOOM_PAPER
-from pixelplay.eval.plot import moving_average, read_run
+from pixelplay.eval.plot import moving_average, read_run, run_env_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -79,3 +79,27 @@ def test_plot_refuses_a_directory_without_episodes(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["plot", str(tmp_path / "empty")]) == 2
     assert "episodes.csv" in capsys.readouterr().err
+
+
+def test_curves_count_frames_with_the_runs_frame_skip(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn, labels = [], []
+
+    def spy(method, seen):
+        real = getattr(matplotlib.axes.Axes, method)
+
+        def wrapper(ax, first, *args, **kwargs):
+            seen.append(first if isinstance(first, str) else list(first))
+            return real(ax, first, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, method, wrapper)
+
+    spy("plot", drawn)
+    spy("set_xlabel", labels)
+    assert run_env_spec("breakout").frame_skip == 4 and run_env_spec("no-such-env") is None
+    known = fake_run(tmp_path / "known", "breakout", episodes=3)
+    unknown = fake_run(tmp_path / "unknown", "no-such-env", episodes=3)  # an env this install does not know
+    assert main(["plot", str(known), str(unknown), "--out", str(tmp_path / "out")]) == 0
+    assert drawn[0] == [4000, 8000, 12000] and drawn[2] == [1000, 2000, 3000]
+    assert labels == ["env frames (global step x frame skip 4)", "agent steps (global step; frame skip unknown)"]

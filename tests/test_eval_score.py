@@ -1,6 +1,8 @@
 """python -m pixelplay.eval score: the standard protocol on short Breakout games, references beside the score."""
 
 import json
+import os
+import pickle
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -10,7 +12,7 @@ import torch
 
 from pixelplay.eval import baselines
 from pixelplay.eval.__main__ import main
-from pixelplay.eval.policies import PolicySpec
+from pixelplay.eval.policies import PolicySpec, build_policy
 from pixelplay.eval.score import ScoreConfig, score
 
 SHORT = ["--episodes", "2", "--max-frames", "1000", "--env-backend", "gymnasium"]  # <= 250 agent steps a game
@@ -73,3 +75,58 @@ def test_epsilon_is_refused_for_a_ppo_agent(tmp_path, capsys):
 def test_references_exist_only_where_recorded():
     assert baselines.atari_references("breakout") is not None
     assert baselines.atari_references("doom-basic") is None
+
+
+def test_score_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    checkpoint = make_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout", (4, 84, 84), 4)
+    loads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    # The env it was trained on, the report's action selection and the policy: one read.
+    assert main(["score", str(checkpoint), "--episodes", "1", "--max-frames", "400", "--env-backend", "gymnasium",
+                 "--epsilon", "0.2"]) == 0
+    assert loads == [str(checkpoint)]
+
+
+def test_epsilon_goes_to_each_call_and_the_agent_config_stays(tmp_path):
+    from pixelplay.agents import ALGOS
+
+    checkpoint = make_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout", (4, 84, 84), 4)
+    obs = torch.zeros((64, 4, 84, 84), dtype=torch.uint8)  # one observation: greedy picks one action
+    default = ALGOS["dqn"].config().eval_epsilon
+    explore = build_policy(PolicySpec("checkpoint", str(checkpoint), 1.0), num_actions=4, obs_shape=(4, 84, 84),
+                           seed=0)
+    greedy = build_policy(PolicySpec("checkpoint", str(checkpoint), 0.0), num_actions=4, obs_shape=(4, 84, 84),
+                          seed=0)
+    assert len(set(explore.act(obs).tolist())) > 1 and len(set(greedy.act(obs).tolist())) == 1
+    assert explore.agent.cfg.eval_epsilon == default and greedy.agent.cfg.eval_epsilon == default
+
+
+def test_a_loaded_spec_keeps_its_agent_but_pickles_without_it(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout", (4, 84, 84), 4)
+    spec = PolicySpec("checkpoint", str(checkpoint))
+    agent, loaded = spec.load()
+    assert spec.load()[0] is agent and loaded["env_id"] == "breakout"
+    clone = pickle.loads(pickle.dumps(spec))  # what a player process receives
+    assert clone == spec and "_loaded" not in clone.__dict__
+    assert clone.load()[0] is not agent
+
+
+def test_atomic_writes_do_not_share_a_temporary(tmp_path):
+    from pixelplay.eval.common import atomic_path, atomic_write_text
+
+    target = tmp_path / "score.md"
+    with atomic_path(target) as first:
+        first.write_text("first")
+        atomic_write_text(target, "second")  # another writer of the same file, meanwhile
+        assert target.read_text() == "second"
+    assert target.read_text() == "first"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["score.md"]  # no temporaries left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
