@@ -1,32 +1,35 @@
 """ViZDoom scenarios (and deathmatch against the built-in bots) through ViZDoom's own API.
 
 Not ViZDoom's gymnasium wrapper (it flags a timeout as both terminated and truncated and returns
-Dict observations) and not EnvPool (it ignores the scenarios' own rewards and loses the reward of
-the last step; see ``shared/reference/measured-here.md``). Each env is one `DoomEnv`, a plain
-``gymnasium.Env`` that follows pixelplay's conventions:
+Dict observations) and not EnvPool (it ignores the scenarios' own rewards and returns no reward on
+the step that ends an episode, so the kill that ends a ``basic`` episode is lost). Each env is one
+`DoomEnv`, a plain ``gymnasium.Env`` that follows pixelplay's conventions:
 
 * observation: uint8 (C, H, W), the last ``frame_stack`` frames stacked along the channel axis,
   oldest first (C = frame_stack for grey, 3 * frame_stack for RGB);
 * action: ``Discrete(len(scenario.actions))``, each action a combination of ViZDoom buttons held
   for ``frame_skip`` tics;
 * reward: ``reward_scale * scenario reward + shaping`` while training; the raw scenario reward when
-  ``training=False``. For ``deathmatch`` the scenario reward is the change of the frag count
-  (kills minus suicides: the ViZDoom competitions' score);
+  ``training=False`` (`step_reward`). For ``deathmatch`` the scenario reward is the change of the
+  frag count (kills minus suicides: the ViZDoom competitions' score);
 * ``terminated``: death or the scenario's own end; ``truncated``: the episode timeout only (in a
   deathmatch the player respawns, so a match only ever ends truncated). ViZDoom has no screen
   once an episode has finished, so the observation of that last step repeats the last frames;
 * on the step that ends an episode, ``info[EPISODE_INFO_KEY]`` holds the raw return, the length
   in agent steps and the DOOM table statistics (`envs.doom_stats`).
 
-`make_doom_vec` (called by `envs.make_vec_env`) puts ``num_envs`` of them behind a `GymVecEnv`.
-The eval harness builds `DoomEnv` directly for native-resolution video (``render_native``),
-engine demos of single-player scenarios (``record_lmp``), several agents in one match
-(``players``/``join``/``port``) and a human at the keyboard (``human=True``).
+The scenarios are data in `envs.scenarios`; `DoomSettings` is one env's scenario as overridden by
+the caller's options, checked once. `make_doom_vec` (called by `envs.make_vec_env`) puts
+``num_envs`` envs behind a `GymVecEnv`. The eval harness builds single `DoomEnv` objects (through
+`envs.make_env`) for native-resolution video (``render_native``), engine demos of single-player
+scenarios (``record_lmp``), several agents in one match (``players``/``join``/``port``) and a
+human at the keyboard (``human=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import functools
 import itertools
@@ -39,234 +42,267 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pixelplay.envs.doom_stats import TRACKED_VARIABLES, DoomStatsTracker
+from pixelplay.envs.doom_stats import DoomStats, DoomStatsTracker
 from pixelplay.envs.errors import EnvError, MissingDependencyError
+from pixelplay.envs.scenarios import (
+    DEATHMATCH_ARGS,
+    DEFAULT_PORT,
+    SCENARIOS,
+    TICRATE,
+    DoomScenario,
+    get_scenario,
+    scenario_name,
+)
 from pixelplay.envs.spec import DOOM, EnvSpec
 from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv
 
-TICRATE = 35
-"""Doom's game tics per second: converts ``episode_minutes`` to tics."""
+__all__ = [
+    # The scenario table lives in envs.scenarios; these names stay importable from here.
+    "DEATHMATCH_ARGS",
+    "DEFAULT_PORT",
+    "SCENARIOS",
+    "TICRATE",
+    "DoomScenario",
+    "get_scenario",
+    # This module's own.
+    "DoomEnv",
+    "DoomSettings",
+    "OPTIONS",
+    "doom_spec",
+    "make_doom_vec",
+    "step_reward",
+]
 
-DEFAULT_PORT = 5029
-"""ZDoom's default network port, used when several players share one match."""
 
+@dataclass(frozen=True, kw_only=True)
+class DoomSettings:
+    """One env's settings: its scenario's per-env fields as overridden by the caller's options.
 
-@dataclass(frozen=True)
-class DoomScenario:
-    """One playable scenario: how the game is configured and what the agent sees and does."""
+    Every field after ``scenario`` is an option of `DoomEnv` and `make_doom_vec` under the same
+    name (`OPTIONS`). `from_options` is the way in: it refuses unknown names and fills the fields
+    a scenario decides (frame skip, frame size, timeout, map, bots...) from the scenario, so an
+    env needs no second copy of them. ``__post_init__`` converts the values to the field types and
+    refuses bad ones with one `EnvError` line, in the process that builds the env rather than in a
+    vector-env worker.
+    """
 
-    config: str
-    """ViZDoom ``.cfg`` file in ``vizdoom.scenarios_path``: map, rewards, timeout, skill."""
-    actions: tuple[tuple[str, ...], ...]
-    """The discrete action set: each action is the ViZDoom buttons held together (() = no-op)."""
-    held_buttons: tuple[str, ...] = ()
-    """Buttons held on every action (e.g. SPEED: always run)."""
-    screen_resolution: str = "RES_160X120"
-    """Resolution the engine renders at; observations are resized down from it."""
-    obs_size: tuple[int, int] = (68, 68)
-    """Observation (H, W) after an INTER_AREA resize. 68: the size nearest the 64x64 that learns
-    basic fast (measured-here.md) that the Nature CNN tiles exactly (68 -> 16 -> 7 -> 5; 64 gives
-    15 -> 6.5, which agents.networks refuses); 84 (Atari's) also tiles."""
-    grey: bool = True
-    """Grey frames (1 channel each) or RGB (3 channels each)."""
-    frame_skip: int = 4
-    """Game tics per agent step (the action is held; rewards are summed)."""
-    frame_stack: int = 4
-    """Frames stacked along the channel axis, oldest first."""
-    reward_scale: float = 1.0
-    """Training reward = reward_scale * scenario reward + shaping."""
-    health_reward: float = 0.0
-    """Training shaping: reward per health point gained (medikits), not counting respawns."""
-    death_reward: float = 0.0
-    """Training shaping: reward per death (negative: a penalty), on top of the scenario's own."""
-    object_reward: float = 0.0
-    """Training shaping: reward per object picked up (as counted by `DoomStatsTracker`)."""
-    reward_source: str = "game"
-    """``game``: the scenario's own reward; ``frags``: the frag count's change (deathmatch)."""
-    episode_timeout: int | None = None
-    """Training episode timeout in tics (None: the cfg's; 0: none). Ends as truncated."""
-    eval_episode_timeout: int | None = None
-    """Timeout with ``training=False`` (None: same as ``episode_timeout``)."""
-    game_variables: tuple[str, ...] = ("KILLCOUNT", "DEATHCOUNT", "HEALTH", "ARMOR")
-    """`envs.doom_stats.TRACKED_VARIABLES` this scenario tracks (what can change in it)."""
-    deathmatch: bool = False
-    """Host a multiplayer deathmatch (the player against built-in bots, respawn on death)."""
-    bots: int = 0
-    """Default number of built-in bots in a deathmatch (option ``bots``)."""
-    doom_map: str | None = None
-    """Map to load (None: the cfg's)."""
-    render_crosshair: bool = False
-    """Draw the crosshair into the frames (helps aiming where the agent must hit players)."""
+    scenario: DoomScenario
+    """the scenario played (the env's first argument, not an option)"""
+
+    # ---- The game and its frames (default: the scenario's)
+    frame_skip: int
+    """tics per agent step"""
+    frame_stack: int
+    """frames stacked per observation"""
+    obs_size: tuple[int, int]
+    """observation size (H, W); the option also takes one int for a square"""
+    grey: bool
+    """grey (True) or RGB (False) frames"""
+    screen_resolution: str
+    """engine resolution, e.g. RES_320X240 or 640x480"""
+    reward_scale: float
+    """training reward scale of the scenario reward"""
+    episode_timeout: int | None
+    """episode timeout in tics (0: none; None: the cfg's); default: the scenario's training or
+    evaluation timeout"""
+    episode_minutes: float | None = None
+    """episode timeout in minutes of game time, instead of episode_timeout (which it sets)"""
+    map: str | None
+    """map name, e.g. map01 (None: the cfg's); default: the scenario's"""
+    doom_skill: int | None = None
+    """Doom skill 1-5 (None: the cfg's)"""
+
+    # ---- Rendering and recording
+    render_native: bool = False
+    """keep the full-resolution RGB screen for render()"""
+    render_hud: bool | None = None
+    """draw the status bar into the frames (None: the cfg's)"""
+    window_visible: bool = False
+    """show the game window (needs a display); always on for a human"""
+    human: bool = False
+    """a human plays in the window (ASYNC_SPECTATOR); actions are ignored"""
+    record_lmp: str | None = None
+    """record each episode as an engine demo (.lmp); {episode} and {rank} are filled in"""
+
+    # ---- The multiplayer seat (deathmatch only, see _SEAT_OPTIONS)
+    bots: int
+    """deathmatch: number of built-in bots (default: the scenario's)"""
+    players: int = 1
+    """deathmatch: agents and humans in the match (>1: this env hosts them on `port`)"""
+    join: bool = False
+    """deathmatch: join the match hosted on 127.0.0.1:`port` instead of hosting"""
+    port: int = DEFAULT_PORT
+    """deathmatch: network port on 127.0.0.1"""
+    connect_timeout: float = 60.0
+    """deathmatch: seconds to wait for the other players"""
+    player_name: str
+    """deathmatch: the player's name in the match (default: AI, or AI<rank> for env rank > 0)"""
+    colorset: int = 0
+    """deathmatch: the player's colour (0-7)"""
+
+    @classmethod
+    def from_options(
+        cls, scenario: DoomScenario, *, training: bool = True, rank: int = 0, **options: Any
+    ) -> DoomSettings:
+        """The settings of env ``rank`` of ``scenario`` under ``options``.
+
+        ``training`` picks the scenario's training or evaluation timeout. Unknown option names
+        are refused naming the closest one, multiplayer options outside a deathmatch too.
+        """
+        for key in options:
+            if key not in OPTIONS:
+                close = difflib.get_close_matches(key, OPTIONS, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise EnvError(f"unsupported ViZDoom option '{key}'{hint} Supported: {', '.join(OPTIONS)}")
+            if key in _SEAT_OPTIONS and not scenario.deathmatch:
+                raise EnvError(
+                    f"option '{key}' only applies to the deathmatch scenario (doom-deathmatch), "
+                    f"not '{scenario.config.removesuffix('.cfg')}'"
+                )
+        timeout = scenario.episode_timeout
+        if not training and scenario.eval_episode_timeout is not None:
+            timeout = scenario.eval_episode_timeout
+        defaults = dict(
+            frame_skip=scenario.frame_skip,
+            frame_stack=scenario.frame_stack,
+            obs_size=scenario.obs_size,
+            grey=scenario.grey,
+            screen_resolution=scenario.screen_resolution,
+            reward_scale=scenario.reward_scale,
+            episode_timeout=None if "episode_minutes" in options else timeout,
+            map=scenario.doom_map,
+            bots=scenario.bots,
+            player_name=f"AI{rank}" if rank else "AI",
+        )
+        return cls(scenario=scenario, **{**defaults, **options})
 
     def __post_init__(self) -> None:
-        unknown = set(self.game_variables) - set(TRACKED_VARIABLES)
-        if unknown:
-            raise ValueError(f"game_variables outside TRACKED_VARIABLES: {sorted(unknown)}")
-        if self.reward_source not in ("game", "frags"):
-            raise ValueError(f"reward_source must be 'game' or 'frags', got {self.reward_source!r}")
-        if self.reward_source == "frags" and "FRAGCOUNT" not in self.game_variables:
-            raise ValueError("reward_source 'frags' needs FRAGCOUNT in game_variables")
-        if not self.actions:
-            raise ValueError("a scenario needs at least one action")
+        def put(name: str, value: Any) -> None:  # frozen: normalise once, here
+            object.__setattr__(self, name, value)
+
+        for kind, names in (
+            (int, ("frame_skip", "frame_stack", "bots", "players", "port", "colorset")),
+            (float, ("reward_scale", "connect_timeout")),
+            (bool, ("grey", "render_native", "human", "join")),
+            (str, ("screen_resolution", "player_name")),
+        ):
+            for name in names:
+                put(name, kind(getattr(self, name)))
+        for name, kind in (("doom_skill", int), ("map", str), ("render_hud", bool)):
+            if getattr(self, name) is not None:  # None: the cfg's
+                put(name, kind(getattr(self, name)))
+        put("record_lmp", str(self.record_lmp) if self.record_lmp else None)
+        put("window_visible", self.human or bool(self.window_visible))
+
+        if self.frame_skip < 1 or self.frame_stack < 1:
+            raise EnvError("frame_skip and frame_stack must be at least 1")
+        put("obs_size", _obs_size(self.obs_size))
+        _resolution(_vizdoom(), self.screen_resolution)  # refuse a bad one here, not in a worker
+        if self.record_lmp and self.scenario.deathmatch:
+            # ViZDoom records a multiplayer game only through "-record" for the first match
+            # (new_episode then hangs), and built-in bots desynchronise the replay (ViZDoom's
+            # examples/python/record_multiplayer.py).
+            raise EnvError(
+                "record_lmp is not supported for deathmatch: ViZDoom cannot record multiplayer "
+                "matches with bots faithfully; record video from render() (render_native=True) instead"
+            )
+        if self.doom_skill is not None and not 1 <= self.doom_skill <= 5:
+            raise EnvError(f"doom_skill must be 1-5, got {self.doom_skill}")
+        if self.map is not None and not re.fullmatch(r"[A-Za-z0-9_]+", self.map):
+            raise EnvError(f"map must be a map name like map01, got {self.map!r}")
+
+        if self.episode_minutes is not None:
+            if self.episode_timeout is not None:
+                raise EnvError("give episode_timeout (tics) or episode_minutes, not both")
+            put("episode_timeout", round(float(self.episode_minutes) * 60 * TICRATE))
+        if self.episode_timeout is not None:
+            if int(self.episode_timeout) < 0:
+                raise EnvError(f"episode timeout must be >= 0 tics, got {self.episode_timeout}")
+            put("episode_timeout", int(self.episode_timeout))
+
+        # Multiplayer: one process hosts (with the bots), the others join it.
+        if self.bots < 0 or self.players < 1:
+            raise EnvError(
+                f"bots must be >= 0 and players >= 1, got bots={self.bots}, players={self.players}"
+            )
+        if self.bots + self.players > 16:
+            raise EnvError(f"a Doom match holds at most 16 players, got {self.players} + {self.bots} bots")
+        if not 1 <= self.port <= 65535:
+            raise EnvError(f"port must be 1-65535, got {self.port}")
+        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,16}", self.player_name):
+            raise EnvError(f"player_name must be 1-16 letters, digits, _ or -, got {self.player_name!r}")
+        if self.window_visible and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise MissingDependencyError(
+                "a visible game window (window_visible / human) needs a display; none is set (DISPLAY)"
+            )
 
     @property
-    def frame_channels(self) -> int:
-        """Channels per stacked frame: 1 (grey) or 3 (RGB)."""
-        return 1 if self.grey else 3
+    def is_host(self) -> bool:
+        """This env hosts a deathmatch (with the bots), rather than joining one or playing alone."""
+        return self.scenario.deathmatch and not self.join
 
     @property
-    def obs_shape(self) -> tuple[int, int, int]:
-        return (self.frame_channels * self.frame_stack, *self.obs_size)
+    def server_args(self) -> str:
+        """The server settings this env hosts its deathmatch with ('' where it hosts none)."""
+        return DEATHMATCH_ARGS if self.is_host else ""
+
+    @property
+    def engine_args(self) -> str:
+        """The engine's command-line arguments for this seat of a deathmatch ('' outside one)."""
+        if not self.scenario.deathmatch:
+            return ""
+        name = f"+name {self.player_name} +colorset {self.colorset}"
+        timeout = f"+viz_connect_timeout {self.connect_timeout:g}"
+        if self.join:
+            # Only ever the local machine: matches are played between processes of one host.
+            return f"-join 127.0.0.1 -port {self.port} {timeout} {name}"
+        host = f"-host {self.players}"
+        if self.players > 1:
+            host += f" -port {self.port} -netmode 0 {timeout}"
+        return f"{host} {self.server_args} {name}"
 
 
-def _combos(*axes: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
-    """Every combination of one option per axis; an option is a tuple of buttons."""
-    return tuple(tuple(b for part in combo for b in part) for combo in itertools.product(*axes))
+OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DoomSettings) if f.name != "scenario")
+"""The option names `DoomEnv` and `make_doom_vec` accept: `DoomSettings`' fields (see their docs)."""
+
+_SEAT_OPTIONS = frozenset({"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset"})
+"""Options that only a deathmatch takes."""
 
 
-_NONE: tuple[str, ...] = ()
-_TURN = (_NONE, ("TURN_LEFT",), ("TURN_RIGHT",))
-_ATTACK = (_NONE, ("ATTACK",))
-_MOVE5 = (_NONE, ("MOVE_FORWARD",), ("MOVE_BACKWARD",), ("MOVE_LEFT",), ("MOVE_RIGHT",))
+def step_reward(
+    scenario: DoomScenario,
+    raw: float,
+    *,
+    before: DoomStats,
+    after: DoomStats,
+    health_before: float | None,
+    health_after: float | None,
+    training: bool,
+    scale: float | None = None,
+) -> float:
+    """The reward of one agent step, from what happened during it.
 
-_SINGLE_PLAYER_VARIABLES = ("KILLCOUNT", "DEATHCOUNT", "HEALTH", "ARMOR")
-
-# Sources: the scenarios' cfg files (vizdoom.scenarios_path) and ViZDoom's scenario docs
-# (vizdoom.farama.org/environments/default) for rewards, timeouts and buttons; Sample Factory's
-# table (sf_examples/vizdoom/doom/doom_utils.py, DOOM_ENVS) for reward scales (basic and
-# deadly_corridor x0.01), frame skip 4 and the gathering shaping (a reward for each health rise,
-# as in arXiv:1904.01806); Lample & Chaplot 2017 (glample/Arnold) for deathmatch against bots;
-# shared/reference/measured-here.md for small grey frames on basic and colour + shaping for gathering.
-SCENARIOS: dict[str, DoomScenario] = {
-    # Shoot the one monster: +106 on a kill, -5 per missed shot, -1 per tic; 300-tic timeout.
-    # The 3 single buttons of ViZDoom's own examples. Small grey frames learn fast (measured-here.md).
-    "basic": DoomScenario(
-        config="basic.cfg",
-        actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)),
-        reward_scale=0.01,
-    ),
-    # Turn and shoot monsters closing in: +1 per kill, -1 on death; 2100 tics. Sample Factory:
-    # turn x attack (its doom_turn_and_attack_only), scale 1.
-    "defend_the_center": DoomScenario(
-        config="defend_the_center.cfg",
-        actions=_combos(_TURN, _ATTACK),
-    ),
-    # As defend_the_center, monsters come from one side; ends on death (no cfg timeout).
-    "defend_the_line": DoomScenario(
-        config="defend_the_line.cfg",
-        actions=_combos(_TURN, _ATTACK),
-    ),
-    # Survive on acid by picking up medikits: +1 per tic alive, -100 on death; 2100 tics.
-    # Colour (medikits), x0.01 and +0.01 per health point gained: x0.01 alone in grey did not learn
-    # in 10 min (measured-here.md); Sample Factory rewards each health rise.
-    "health_gathering": DoomScenario(
-        config="health_gathering.cfg",
-        actions=_combos((_NONE, ("MOVE_FORWARD",)), _TURN),
-        grey=False,
-        reward_scale=0.01,
-        health_reward=0.01,
-    ),
-    # As health_gathering on a maze-like map with poison vials to avoid.
-    "health_gathering_supreme": DoomScenario(
-        config="health_gathering_supreme.cfg",
-        actions=_combos((_NONE, ("MOVE_FORWARD",)), _TURN),
-        grey=False,
-        reward_scale=0.01,
-        health_reward=0.01,
-    ),
-    # Reach the vest past shooting monsters (skill 5): reward = distance gained to the vest,
-    # -100 on death; 2100 tics. Sample Factory: its extended action set, scale 0.01.
-    "deadly_corridor": DoomScenario(
-        config="deadly_corridor.cfg",
-        actions=_combos(_MOVE5, _TURN, _ATTACK),
-        reward_scale=0.01,
-    ),
-    # Find the vest in a maze: +1 on reaching it, -0.0001 per tic; 2100 tics. Sparse: colour
-    # helps tell the rooms apart. Sample Factory: scale 1.
-    "my_way_home": DoomScenario(
-        config="my_way_home.cfg",
-        actions=(
-            (),
-            ("MOVE_FORWARD",),
-            ("MOVE_FORWARD", "TURN_LEFT"),
-            ("MOVE_FORWARD", "TURN_RIGHT"),
-            ("TURN_LEFT",),
-            ("TURN_RIGHT",),
-            ("MOVE_LEFT",),
-            ("MOVE_RIGHT",),
-        ),
-        grey=False,
-    ),
-    # Dodge fireballs: +1 per tic alive, ends on death (no cfg timeout). x0.01 as for the other
-    # +1-per-tic scenario (gathering), so a step is worth 0.04.
-    "take_cover": DoomScenario(
-        config="take_cover.cfg",
-        actions=((), ("MOVE_LEFT",), ("MOVE_RIGHT",)),
-        reward_scale=0.01,
-    ),
-    # The player against the built-in bots on ViZDoom's CIG 2016 map "map02" (full deathmatch:
-    # weapons, ammo, medikits, armour; "map01" is the rocket-launcher-only map), hosted in this
-    # process with Arnold's server settings. Not ViZDoom's own deathmatch.cfg, a single-player
-    # monster arena. Scenario reward: frag change (+1 kill, -1 suicide). Training shaping:
-    # -1 per death (so a suicide costs 2, as in Sample Factory's -1.5 frag -0.75 death),
-    # +0.1 per object picked up (Sample Factory's pickup rewards are ~0.1 for a weapon or a medikit).
-    # Matches last 4 minutes while training (Sample Factory's timelimit), 15 for evaluation
-    # (Lample & Chaplot evaluate 15 minutes per map). RGB 84x84 from 160x120, always running.
-    "deathmatch": DoomScenario(
-        config="cig.cfg",
-        doom_map="map02",
-        actions=_combos(_MOVE5, _TURN, _ATTACK),
-        held_buttons=("SPEED",),
-        obs_size=(84, 84),
-        grey=False,
-        death_reward=-1.0,
-        object_reward=0.1,
-        reward_source="frags",
-        episode_timeout=4 * 60 * TICRATE,
-        eval_episode_timeout=15 * 60 * TICRATE,
-        game_variables=TRACKED_VARIABLES,
-        deathmatch=True,
-        bots=4,
-        render_crosshair=True,
-    ),
-}
-"""Every scenario `make_doom_vec` serves, by name (``envs.ENVS`` maps ``doom-*`` names here)."""
-
-# Arnold's (glample/Arnold) server settings, plus no crouching. No +timelimit: in PLAYER mode it
-# breaks the episodes after the first (measured-here.md); the env uses set_episode_timeout.
-DEATHMATCH_ARGS = (
-    "-deathmatch +sv_forcerespawn 1 +sv_noautoaim 1 +sv_respawnprotect 1 +sv_spawnfarthest 1 +sv_nocrouch 1"
-)
-
-_OPTIONS: dict[str, str] = {
-    "episode_timeout": "episode timeout in tics (0: none)",
-    "episode_minutes": "episode timeout in minutes of game time",
-    "frame_skip": "tics per agent step",
-    "frame_stack": "frames stacked per observation",
-    "obs_size": "observation size: an int or (H, W)",
-    "grey": "grey (True) or RGB (False) frames",
-    "screen_resolution": "engine resolution, e.g. RES_320X240 or 640x480",
-    "reward_scale": "training reward scale of the scenario reward",
-    "render_native": "keep the full-resolution RGB screen for render()",
-    "record_lmp": "record each episode as an engine demo (.lmp); {episode} and {rank} are filled in",
-    "doom_skill": "Doom skill 1-5",
-    "map": "map name, e.g. map01",
-    "window_visible": "show the game window (needs a display)",
-    "human": "a human plays in the window (ASYNC_SPECTATOR); actions are ignored",
-    "render_hud": "draw the status bar into the frames",
-    "bots": "deathmatch: number of built-in bots",
-    "players": "deathmatch: agents and humans in the match (>1: this env hosts them on `port`)",
-    "join": "deathmatch: join the match hosted on 127.0.0.1:`port` instead of hosting",
-    "port": "deathmatch: network port on 127.0.0.1",
-    "connect_timeout": "deathmatch: seconds to wait for the other players",
-    "player_name": "deathmatch: the player's name in the match",
-    "colorset": "deathmatch: the player's colour (0-7)",
-}
-"""Options `DoomEnv` and `make_doom_vec` accept, with a one-line meaning each."""
-
-_DEATHMATCH_OPTIONS = frozenset(
-    {"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset"}
-)
+    Evaluation (``training=False``) gets ``raw``, the scenario's own reward, unchanged. Training
+    gets ``scale`` (default: the scenario's ``reward_scale``) times it, plus the scenario's
+    shaping: ``death_reward`` per death and ``object_reward`` per object picked up between the
+    DOOM statistics ``before`` and ``after`` the step, and ``health_reward`` per health point
+    gained while alive (a respawn's refill starts at health <= 0 and earns nothing; health is None
+    for a scenario that does not track it).
+    """
+    if not training:
+        return raw
+    reward = (scenario.reward_scale if scale is None else scale) * raw
+    reward += scenario.death_reward * (after.deaths - before.deaths)
+    reward += scenario.object_reward * (after.objects - before.objects)
+    if (
+        scenario.health_reward
+        and health_before is not None
+        and health_after is not None
+        and health_before > 0
+        and health_after > health_before
+    ):
+        reward += scenario.health_reward * (health_after - health_before)
+    return reward
 
 
 def _vizdoom():
@@ -320,31 +356,6 @@ def _cv2():
     return cv2
 
 
-def get_scenario(name: str | DoomScenario) -> DoomScenario:
-    """The scenario called ``name``, or `EnvError` naming the closest one."""
-    if isinstance(name, DoomScenario):
-        return name
-    if name in SCENARIOS:
-        return SCENARIOS[name]
-    close = difflib.get_close_matches(name.replace("-", "_"), list(SCENARIOS), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise EnvError(f"unknown ViZDoom scenario '{name}'{hint} Known: {', '.join(SCENARIOS)}")
-
-
-def check_options(scenario: DoomScenario, options: dict[str, Any]) -> None:
-    """Refuse option names `DoomEnv` does not know, and multiplayer options off deathmatch."""
-    for key in options:
-        if key not in _OPTIONS:
-            close = difflib.get_close_matches(key, list(_OPTIONS), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise EnvError(f"unsupported ViZDoom option '{key}'{hint} Supported: {', '.join(_OPTIONS)}")
-        if key in _DEATHMATCH_OPTIONS and not scenario.deathmatch:
-            raise EnvError(
-                f"option '{key}' only applies to the deathmatch scenario (doom-deathmatch), "
-                f"not '{scenario.config.removesuffix('.cfg')}'"
-            )
-
-
 def _resolution(vzd, value: str):
     name = value.upper()
     if not name.startswith("RES_"):
@@ -369,11 +380,17 @@ def _obs_size(value: Any) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+
 class DoomEnv(gym.Env):
     """One ViZDoom game as a gymnasium env (see the module docstring for the conventions).
 
-    The game starts on the first `reset`, so building the env (gymnasium's vector envs build one
-    in the parent process to read the spaces) costs nothing.
+    ``options`` are `DoomSettings`' fields (`OPTIONS`). The game starts on the first `reset`, so
+    building the env (gymnasium's vector envs build one in the parent process to read the spaces)
+    costs nothing.
+
+    Besides the gymnasium API, what evaluation reads: `frame_skip`, `episode_timeout`,
+    `action_names`, `scenario`/`scenario_name`, `stats` (the DOOM table statistics of the running
+    episode), `episode_tic`, `readd_bots` and the deathmatch's `engine_args`/`server_args`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": TICRATE}
@@ -388,78 +405,11 @@ class DoomEnv(gym.Env):
         **options: Any,
     ):
         self.scenario = spec = get_scenario(scenario)
-        self.scenario_name = next((k for k, v in SCENARIOS.items() if v is spec), spec.config.removesuffix(".cfg"))
-        check_options(spec, options)
+        self.scenario_name = scenario_name(spec)
+        self.settings = DoomSettings.from_options(spec, training=training, rank=rank, **options)
         self.training = training
         self.rank = rank
         self._seed = seed
-        opt = options.get
-
-        self.frame_skip = int(opt("frame_skip", spec.frame_skip))
-        self.frame_stack = int(opt("frame_stack", spec.frame_stack))
-        if self.frame_skip < 1 or self.frame_stack < 1:
-            raise EnvError("frame_skip and frame_stack must be at least 1")
-        self.obs_size = _obs_size(opt("obs_size", spec.obs_size))
-        self.grey = bool(opt("grey", spec.grey))
-        self.render_native = bool(opt("render_native", False))
-        self.screen_resolution = str(opt("screen_resolution", spec.screen_resolution))
-        _resolution(_vizdoom(), self.screen_resolution)  # refuse a bad one here, not in a worker
-        self.reward_scale = float(opt("reward_scale", spec.reward_scale))
-        self.record_lmp: str | None = opt("record_lmp")
-        if self.record_lmp and spec.deathmatch:
-            # ViZDoom records a multiplayer game only through "-record" for the first match
-            # (new_episode then hung here), and built-in bots desynchronise the replay (ViZDoom's
-            # examples/python/record_multiplayer.py).
-            raise EnvError(
-                "record_lmp is not supported for deathmatch: ViZDoom cannot record multiplayer "
-                "matches with bots faithfully; record video from render() (render_native=True) instead"
-            )
-        self.human = bool(opt("human", False))
-        self.window_visible = self.human or bool(opt("window_visible", False))
-        self.render_hud = opt("render_hud")
-        self.doom_skill = opt("doom_skill")
-        if self.doom_skill is not None and not 1 <= int(self.doom_skill) <= 5:
-            raise EnvError(f"doom_skill must be 1-5, got {self.doom_skill}")
-        self.doom_map = opt("map", spec.doom_map)
-        if self.doom_map is not None and not re.fullmatch(r"[A-Za-z0-9_]+", str(self.doom_map)):
-            raise EnvError(f"map must be a map name like map01, got {self.doom_map!r}")
-
-        if "episode_timeout" in options and "episode_minutes" in options:
-            raise EnvError("give episode_timeout (tics) or episode_minutes, not both")
-        if "episode_minutes" in options:
-            timeout = round(float(options["episode_minutes"]) * 60 * TICRATE)
-        elif "episode_timeout" in options:
-            timeout = options["episode_timeout"]
-        elif not training and spec.eval_episode_timeout is not None:
-            timeout = spec.eval_episode_timeout
-        else:
-            timeout = spec.episode_timeout
-        if timeout is not None and int(timeout) < 0:
-            raise EnvError(f"episode timeout must be >= 0 tics, got {timeout}")
-        self.episode_timeout = None if timeout is None else int(timeout)
-
-        # Multiplayer: one process hosts (with the bots), the others join it.
-        self.bots = int(opt("bots", spec.bots))
-        self.players = int(opt("players", 1))
-        self.join = bool(opt("join", False))
-        self.port = int(opt("port", DEFAULT_PORT))
-        self.connect_timeout = float(opt("connect_timeout", 60))
-        self.player_name = str(opt("player_name", f"AI{rank}" if rank else "AI"))
-        self.colorset = int(opt("colorset", 0))
-        if self.bots < 0 or self.players < 1:
-            raise EnvError(
-                f"bots must be >= 0 and players >= 1, got bots={self.bots}, players={self.players}"
-            )
-        if self.bots + self.players > 16:
-            raise EnvError(f"a Doom match holds at most 16 players, got {self.players} + {self.bots} bots")
-        if not 1 <= self.port <= 65535:
-            raise EnvError(f"port must be 1-65535, got {self.port}")
-        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,16}", self.player_name):
-            raise EnvError(f"player_name must be 1-16 letters, digits, _ or -, got {self.player_name!r}")
-        if self.window_visible and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise MissingDependencyError(
-                "a visible game window (window_visible / human) needs a display; none is set (DISPLAY)"
-            )
 
         # Buttons: every button used by an action, in first-use order, then the held ones.
         buttons: list[str] = []
@@ -477,8 +427,9 @@ class DoomEnv(gym.Env):
         self._noop = [0.0] * len(buttons)
         self.action_names = ["+".join(a) if a else "NOOP" for a in spec.actions]
 
-        self._channels = 1 if self.grey else 3
-        shape = (self._channels * self.frame_stack, *self.obs_size)
+        settings = self.settings
+        self._channels = 1 if settings.grey else 3
+        shape = (self._channels * settings.frame_stack, *settings.obs_size)
         self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
         self.action_space = gym.spaces.Discrete(len(spec.actions))
         self.render_mode = "rgb_array"
@@ -486,7 +437,6 @@ class DoomEnv(gym.Env):
         self._variables = tuple(spec.game_variables)
         self._health_index = self._variables.index("HEALTH") if "HEALTH" in self._variables else None
         self._frag_index = self._variables.index("FRAGCOUNT") if "FRAGCOUNT" in self._variables else None
-        self._shaping = training and (spec.health_reward or spec.death_reward or spec.object_reward)
         self._stack = np.zeros(shape, np.uint8)
         self._screen: np.ndarray | None = None
         self.tracker = DoomStatsTracker()
@@ -496,43 +446,95 @@ class DoomEnv(gym.Env):
         self._length = 0
         self._last: tuple[float, ...] = ()
 
+    # --------------------------------------------------------------------- what others read
+    @property
+    def frame_skip(self) -> int:
+        """Game tics per agent step."""
+        return self.settings.frame_skip
+
+    @property
+    def episode_timeout(self) -> int | None:
+        """Episode timeout in tics (None: the scenario cfg's, see `_cfg_timeout`; 0: none)."""
+        return self.settings.episode_timeout
+
+    @property
+    def is_host(self) -> bool:
+        return self.settings.is_host
+
+    @property
+    def engine_args(self) -> str:
+        """The engine arguments of this env's seat in a deathmatch ('' outside one)."""
+        return self.settings.engine_args
+
+    @property
+    def server_args(self) -> str:
+        """The server settings this env hosts its deathmatch with ('' where it hosts none)."""
+        return self.settings.server_args
+
+    @property
+    def episode_tic(self) -> int:
+        """Game tics played in the running episode (0 before the game starts)."""
+        if self.game is None:
+            return 0
+        with _engine_errors_as_env_errors(self.scenario.config, self.rank):
+            return int(self.game.get_episode_time())
+
+    def readd_bots(self) -> None:
+        """Remove the built-in bots and add ``bots`` of them again; only a deathmatch host has bots.
+
+        A new map drops the bots, so every reset does this; glample/Arnold also does it after each
+        respawn of its agent when it evaluates, which the DOOM table can follow.
+        """
+        bots = self.settings.bots
+        if self.game is None or not (self.is_host and bots):
+            return
+        with _engine_errors_as_env_errors(self.scenario.config, self.rank):
+            self.game.send_game_command("removebots")
+            for _ in range(bots):
+                self.game.send_game_command("addbot")
+
+    def stats(self) -> dict[str, float]:
+        """DOOM table statistics of the running episode (kills, deaths, suicides, objects, frags, K/D)."""
+        return self.tracker.stats.as_dict()
+
     # ----------------------------------------------------------------------------------- game
     def _init_game(self) -> None:
         vzd = _vizdoom()
         self._cv2 = _cv2()
-        spec = self.scenario
+        spec, settings = self.scenario, self.settings
         game = vzd.DoomGame()
         config = os.path.join(vzd.scenarios_path, spec.config)
         if not game.load_config(config):
             raise EnvError(f"ViZDoom could not load {config}")
-        game.set_window_visible(self.window_visible)
-        game.set_screen_resolution(_resolution(vzd, self.screen_resolution))
+        game.set_window_visible(settings.window_visible)
+        game.set_screen_resolution(_resolution(vzd, settings.screen_resolution))
         # RGB24 is (H, W, 3), which cv2 resizes in one call; GRAY8 lets the engine do the grey.
-        rgb = self.render_native or not self.grey
+        rgb = settings.render_native or not settings.grey
         game.set_screen_format(vzd.ScreenFormat.RGB24 if rgb else vzd.ScreenFormat.GRAY8)
         game.set_sound_enabled(False)
         if spec.render_crosshair:
             game.set_render_crosshair(True)
-        if self.render_hud is not None:
-            game.set_render_hud(bool(self.render_hud))
+        if settings.render_hud is not None:
+            game.set_render_hud(settings.render_hud)
         game.set_available_buttons([getattr(vzd.Button, b) for b in self._buttons])
         game.set_available_game_variables([getattr(vzd.GameVariable, v) for v in self._variables])
-        if self.doom_map is not None:
-            game.set_doom_map(str(self.doom_map))
-        if self.doom_skill is not None:
-            game.set_doom_skill(int(self.doom_skill))
-        if self.episode_timeout is not None:
-            game.set_episode_timeout(self.episode_timeout)
-        game.set_mode(vzd.Mode.ASYNC_SPECTATOR if self.human else vzd.Mode.PLAYER)
+        if settings.map is not None:
+            game.set_doom_map(settings.map)
+        if settings.doom_skill is not None:
+            game.set_doom_skill(settings.doom_skill)
+        if settings.episode_timeout is not None:
+            game.set_episode_timeout(settings.episode_timeout)
+        game.set_mode(vzd.Mode.ASYNC_SPECTATOR if settings.human else vzd.Mode.PLAYER)
         if spec.deathmatch:
-            game.add_game_args(self._multiplayer_args())
+            game.add_game_args(settings.engine_args)
         if self._seed is not None:
             game.set_seed(int(self._seed) % 2**31)
         _hide_descriptors_from_the_engine()
         # The engine makes ./_vizdoom/ (beside its ./_vizdoom.ini) with a check-then-mkdir: engines
         # starting together in a fresh directory race, and the loser fails ("Failed to create
-        # ./_vizdoom/ directory: File exists") and takes its worker down with SIGSEGV (seen in
-        # CI on a clean clone). Creating it first, idempotently, leaves nothing to race on.
+        # ./_vizdoom/ directory: File exists") and takes its worker down with SIGSEGV. Creating it
+        # first, idempotently, leaves nothing to race on (tests/test_doom_env.py starts four
+        # together in fresh directories).
         os.makedirs("_vizdoom", exist_ok=True)
         try:
             game.init()
@@ -540,23 +542,8 @@ class DoomEnv(gym.Env):
             raise EnvError(f"ViZDoom could not start '{spec.config}': {err}") from err
         self.game = game
 
-    def _multiplayer_args(self) -> str:
-        name = f"+name {self.player_name} +colorset {self.colorset}"
-        timeout = f"+viz_connect_timeout {self.connect_timeout:g}"
-        if self.join:
-            # Only ever the local machine: matches are played between processes of one host.
-            return f"-join 127.0.0.1 -port {self.port} {timeout} {name}"
-        host = f"-host {self.players}"
-        if self.players > 1:
-            host += f" -port {self.port} -netmode 0 {timeout}"
-        return f"{host} {DEATHMATCH_ARGS} {name}"
-
-    @property
-    def is_host(self) -> bool:
-        return self.scenario.deathmatch and not self.join
-
     def _demo_path(self) -> str:
-        path = str(self.record_lmp)
+        path = str(self.settings.record_lmp)
         if "{" in path:
             return path.format(episode=self._episodes, rank=self.rank)
         if self._episodes == 0:
@@ -574,14 +561,14 @@ class DoomEnv(gym.Env):
         cv2 = self._cv2
         screen = state.screen_buffer
         self._screen = screen
-        if self.grey and screen.ndim == 3:
+        if self.settings.grey and screen.ndim == 3:
             screen = cv2.cvtColor(screen, cv2.COLOR_RGB2GRAY)
-        h, w = self.obs_size
+        h, w = self.settings.obs_size
         if screen.shape[:2] != (h, w):
             screen = cv2.resize(screen, (w, h), interpolation=cv2.INTER_AREA)
         c = self._channels
         stack = self._stack
-        if self.frame_stack > 1:
+        if self.settings.frame_stack > 1:
             stack[:-c] = stack[c:]
         if c == 1:
             stack[-1] = screen
@@ -610,22 +597,18 @@ class DoomEnv(gym.Env):
             # set_seed + new_episode replays an episode exactly (init's own episode is skipped).
             game.set_seed(int(seed) % 2**31)
         # Always a fresh episode (also right after init) so a seed given here replays exactly.
-        if self.record_lmp:
+        if self.settings.record_lmp:
             game.new_episode(self._demo_path())
         else:
             game.new_episode()
         self._episodes += 1
-        if self.is_host and self.bots:
-            # Bots leave with every new map (Arnold re-adds them the same way).
-            game.send_game_command("removebots")
-            for _ in range(self.bots):
-                game.send_game_command("addbot")
+        self.readd_bots()  # bots leave with every new map (Arnold re-adds them the same way)
         if self.scenario.deathmatch:
             # On this map the bots all join on the next tic (PLAYER_COUNT 1 -> 8 in one tic with
             # 7) and one often spawns onto the player: a telefrag in half the matches with 7 bots.
             # Play that tic before the episode starts, so no match opens with a death nobody
             # could avoid (a respawn takes ~37 tics of the match).
-            if self.human:
+            if self.settings.human:
                 game.advance_action(1)
             else:
                 game.make_action(self._noop, 1)
@@ -639,13 +622,14 @@ class DoomEnv(gym.Env):
         self._length = 0
         if state is not None:
             self._push_frame(state)
-            if self.frame_stack > 1:
-                self._stack[:] = np.concatenate([self._stack[-self._channels :]] * self.frame_stack)
+            frame_stack = self.settings.frame_stack
+            if frame_stack > 1:
+                self._stack[:] = np.concatenate([self._stack[-self._channels :]] * frame_stack)
         return self._stack.copy(), {}
 
     def _step_game(self, action):
         game = self.game
-        if self.human:
+        if self.settings.human:
             game.advance_action(self.frame_skip)
             game_reward = game.get_last_reward()
         else:
@@ -656,12 +640,12 @@ class DoomEnv(gym.Env):
         last, self._last = self._last, values
 
         tracker = self.tracker
-        stats = tracker.stats
-        before = (stats.deaths, stats.objects)
+        before = dataclasses.replace(tracker.stats)
         tracker.update(dict(zip(self._variables, values, strict=True)))
+        stats = tracker.stats
         dead = game.is_player_dead()
         deathmatch = self.scenario.deathmatch
-        if finished and dead and not deathmatch and stats.deaths == before[0]:
+        if finished and dead and not deathmatch and stats.deaths == before.deaths:
             tracker.player_died()
 
         if self.scenario.reward_source == "frags":
@@ -670,18 +654,17 @@ class DoomEnv(gym.Env):
             raw = game_reward
         self._raw_return += raw
         self._length += 1
-
-        if self.training:
-            reward = self.reward_scale * raw
-            if self._shaping:
-                spec = self.scenario
-                reward += spec.death_reward * (stats.deaths - before[0])
-                reward += spec.object_reward * (stats.objects - before[1])
-                hi = self._health_index
-                if spec.health_reward and hi is not None and last[hi] > 0 and values[hi] > last[hi]:
-                    reward += spec.health_reward * (values[hi] - last[hi])
-        else:
-            reward = raw
+        hi = self._health_index
+        reward = step_reward(
+            self.scenario,
+            raw,
+            before=before,
+            after=stats,
+            health_before=None if hi is None else last[hi],
+            health_after=None if hi is None else values[hi],
+            training=self.training,
+            scale=self.settings.reward_scale,
+        )
 
         terminated = truncated = False
         info: dict[str, Any] = {}
@@ -697,7 +680,7 @@ class DoomEnv(gym.Env):
             }
             # ViZDoom has no state once an episode has finished: final_obs repeats the last frames.
         else:
-            if dead and deathmatch and not self.human:
+            if dead and deathmatch and not self.settings.human:
                 # Multiplayer continues after a death: respawn now (the stats re-base next step).
                 game.respawn_player()
                 state = game.get_state() or state
@@ -716,10 +699,6 @@ class DoomEnv(gym.Env):
         if screen.ndim == 2:
             return np.repeat(screen[:, :, None], 3, axis=2)
         return screen.copy()
-
-    def stats(self) -> dict[str, float]:
-        """DOOM table statistics of the running episode (kills, deaths, suicides, objects, frags, K/D)."""
-        return self.tracker.stats.as_dict()
 
     def close(self) -> None:
         if self.game is not None:
@@ -745,7 +724,6 @@ def doom_spec(name: str, scenario: str, *, training: bool = True, **options: Any
         tics = env.episode_timeout if env.episode_timeout is not None else _cfg_timeout(env.scenario.config)
         return math.ceil(tics / env.frame_skip) if tics else None
 
-    options = {k: v for k, v in options.items() if k != "training"}
     train_env = DoomEnv(scenario, training=True, **options)
     eval_env = DoomEnv(scenario, training=False, **options)
     return EnvSpec(
@@ -772,25 +750,24 @@ def make_doom_vec(
 ) -> GymVecEnv:
     """``num_envs`` copies of a scenario behind a `GymVecEnv` (forked worker processes when > 1).
 
-    Env ``rank`` gets game seed ``seed + rank``; options are `DoomEnv`'s (see ``_OPTIONS``).
+    Env ``rank`` gets game seed ``seed + rank``; options are `DoomSettings`' fields (`OPTIONS`).
     """
     spec = get_scenario(scenario)
-    check_options(spec, options)
+    # Fail here, in this process, on a bad option rather than in a worker.
+    settings = DoomSettings.from_options(spec, training=training, **options)
     if num_envs < 1:
         raise EnvError(f"num_envs must be at least 1, got {num_envs}")
     if num_envs > 1:
-        if options.get("human") or options.get("window_visible"):
+        if settings.human or settings.window_visible:
             raise EnvError("a visible window or a human player needs num_envs=1")
-        if options.get("players", 1) > 1 or options.get("join"):
+        if settings.players > 1 or settings.join:
             raise EnvError("a match with several players (players > 1 or join) takes num_envs=1 per player")
-        if options.get("record_lmp") and "{rank}" not in str(options["record_lmp"]):
+        if settings.record_lmp and "{rank}" not in settings.record_lmp:
             raise EnvError(
                 "record_lmp with num_envs > 1 must contain '{rank}' so the envs write different files"
             )
-    # Fail here, in this process, on a bad option rather than in a worker.
-    DoomEnv(spec, seed=seed, training=training, **options)
     fns = [
         functools.partial(DoomEnv, spec, seed=seed + rank, training=training, rank=rank, **options)
         for rank in range(num_envs)
     ]
-    return GymVecEnv(fns, device, frame_stack=int(options.get("frame_stack", spec.frame_stack)))
+    return GymVecEnv(fns, device, frame_stack=settings.frame_stack)

@@ -1,8 +1,8 @@
 """Per-player DOOM match statistics counted from ViZDoom game variables.
 
 The counting follows the protocol of the human-vs-agent table in Lample & Chaplot, "Playing FPS
-Games with Deep Reinforcement Learning" (AAAI 2017), as summarised in
-``shared/reference/human-baselines.md``:
+Games with Deep Reinforcement Learning" (AAAI 2017, arXiv:1609.05521), as far as the paper and
+its code (glample/Arnold) describe it:
 
 * **kills**: each rise of FRAGCOUNT (another player fragged) or KILLCOUNT (a monster killed);
 * **suicides**: each unit drop of FRAGCOUNT (own rocket, lava, ...); Doom takes a frag away;
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 # AMMOn is the ammo of weapon slot n, but slots 4 (chaingun) and 7 (BFG) share the counters of
-# slots 2 (bullets) and 6 (cells): a clip raises AMMO2 and AMMO4 together (measured here; Arnold's
+# slots 2 (bullets) and 6 (cells): a clip raises AMMO2 and AMMO4 together (glample/Arnold's
 # game.py notes the same). Tracking both would count one clip as two objects.
 AMMO_VARIABLES = tuple(f"AMMO{i}" for i in range(1, 10) if i not in (4, 7))
 WEAPON_VARIABLES = tuple(f"WEAPON{i}" for i in range(1, 10))

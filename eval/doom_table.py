@@ -8,14 +8,12 @@ Two settings, as in the paper:
   or a person) in one game, hosted on the loopback interface only (``-host 2 -port P -netmode 0``
   and ``-join 127.0.0.1 -port P``).
 
-Every player runs in its own process: ViZDoom multiplayer is synchronous, so two players in one
-process would wait on each other forever. Each process starts its own session (``os.setsid``), so
-that the ViZDoom engine it launches shares its process group and one ``killpg`` ends both. Every
-match is guarded: a player that reports no progress for ``stall_timeout`` seconds, exceeds the
-match's wall-clock limit, or dies, gets its whole match killed and replayed (same seed) up to
-``retries`` times; such a match is reported as retried and its partial statistics are dropped.
+Each match is played by `eval.match`: every player in its own process, the match guarded
+against stalls, deaths and overruns and replayed (same seed) up to ``retries`` times; such a
+match is reported as retried and its partial statistics are dropped. This module says who plays
+which matches (`TableConfig`, `run_table`) and reports them (`render_markdown`, `write_outputs`).
 
-Statistics per player come from `envs.doom_stats.DoomStatsTracker` via `envs.doom.DoomEnv`
+Statistics per player come from `envs.doom_stats.DoomStatsTracker` via the env's ``stats()``
 (kills, deaths, suicides, objects; K/D = kills / max(1, deaths)). Each column of the table is the
 per-match mean, and its K/D is computed from the mean kills and deaths, as the paper's cells are
 (12.6 / 8.3 = 1.52), so a column is consistent by construction; the published single-player agent
@@ -25,19 +23,16 @@ K/D (5.12 for 27.6 / 5.0 = 5.52) is printed as published and flagged.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
-import multiprocessing as mp
-import os
-import signal
-import socket
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from multiprocessing.connection import wait
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelplay.envs import EnvSpec, env_spec, make_env
 from pixelplay.envs.errors import MissingDependencyError, PixelplayError
 from pixelplay.eval.baselines import (
     DOOM_METRIC_LABELS,
@@ -48,6 +43,7 @@ from pixelplay.eval.baselines import (
     paper_kd_mismatches,
 )
 from pixelplay.eval.common import atomic_write_json, atomic_write_text, display_available
+from pixelplay.eval.match import MatchRecord, PlayerSpec, free_udp_port, run_match
 from pixelplay.eval.policies import PolicySpec
 
 TABLE_ENV = "doom-deathmatch"
@@ -55,6 +51,11 @@ TABLE_ENV = "doom-deathmatch"
 
 SETTING_LABELS = {"single_player": "Single player", "multiplayer": "Multiplayer"}
 
+
+@functools.cache
+def table_spec() -> EnvSpec:
+    """The `EnvSpec` of the table's env in evaluation: its frame skip and tics per second."""
+    return env_spec(TABLE_ENV, training=False)
 
 
 @dataclass
@@ -121,7 +122,8 @@ class TableConfig:
 
     @property
     def tics(self) -> int:
-        return round(self.minutes * 60 * 35)
+        """Game tics per match: the env's episode timeout."""
+        return round(self.minutes * 60 * table_spec().frames_per_second)
 
     def wall_limit(self, human: bool) -> float:
         """Seconds one match may take: real time for a person, a generous bound for programs."""
@@ -129,9 +131,11 @@ class TableConfig:
             return self.match_timeout
         if human:
             return self.minutes * 60 * 1.5 + 120
-        # Measured here (2 shared cores): ~450 agent steps/s for a random player against 8 bots, 40-100
-        # steps/s for an untrained PPO agent in a two-process match. 40 ms per step is a floor of 25/s.
-        return 120 + 0.040 * self.tics / 4
+        # Programs play faster than real time: timed with python -m pixelplay.eval doom-table on 2
+        # CPU cores, a random player against 8 bots makes ~450 agent steps/s and an untrained PPO
+        # agent in a two-process match 40-100. The bound allows 40 ms a step (25 steps/s) after
+        # two minutes to start.
+        return 120 + 0.040 * self.tics / table_spec().frame_skip
 
 
 def require_display() -> None:
@@ -140,243 +144,6 @@ def require_display() -> None:
             "--human opens a ViZDoom window for a person to play in, and no display is set "
             "(neither DISPLAY nor WAYLAND_DISPLAY); run it in a desktop session (or ssh -X)"
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# One player, in its own process
-
-
-@dataclass
-class PlayerSpec:
-    """Everything a player process needs (picklable)."""
-
-    name: str
-    """the player's name in the game (and its key in the match result)"""
-    policy: PolicySpec
-    seed: int
-    env_options: dict[str, Any]
-    readd_bots: bool = False
-    """host only: re-add the bots after each respawn of this player (Arnold's protocol)"""
-    fault: str = ""
-    quiet: bool = True
-    """send the ViZDoom engine's console output (connection chatter) to /dev/null"""
-
-
-ENV_TARGET = "deathmatch"
-"""The `envs.doom.SCENARIOS` entry behind TABLE_ENV."""
-
-
-def table_scenario():
-    """The doom-deathmatch scenario the table's matches are played in."""
-    from pixelplay.envs.doom import SCENARIOS
-
-    return SCENARIOS[ENV_TARGET]
-
-
-def _player_main(spec: PlayerSpec, conn) -> None:
-    """Entry point of a player process: play one match, send ("done", record) or ("error", why)."""
-    try:
-        os.setsid()  # the ViZDoom engine this process launches joins its process group
-    except OSError:
-        pass
-    if spec.quiet:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)  # the engine inherits these descriptors
-        os.dup2(devnull, 2)
-        os.close(devnull)
-    env = None
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-        from pixelplay.envs.doom import DoomEnv
-        from pixelplay.envs.vec import EPISODE_INFO_KEY
-        from pixelplay.eval.policies import build_policy
-
-        conn.send(("progress", "starting"))
-        env = DoomEnv(table_scenario(), seed=spec.seed, training=False, **spec.env_options)
-        human = spec.policy.kind == "human"
-        policy = None
-        if not human:
-            policy = build_policy(
-                spec.policy,
-                num_actions=int(env.action_space.n),
-                obs_shape=env.observation_space.shape,
-                seed=spec.seed,
-                action_names=env.action_names,
-            )
-        started = time.monotonic()
-        waiting = spec.env_options.get("players", 1) > 1 or spec.env_options.get("join", False)
-        conn.send(("progress", "starting the game" + (" (connecting the players)" if waiting else "")))
-        obs, _ = env.reset(seed=spec.seed)
-        conn.send(("progress", "playing, tic 0"))
-        steps, last_beat = 0, 0.0
-        bots = int(spec.env_options.get("bots", 0))
-        deaths = 0
-        while True:
-            action = 0 if policy is None else int(policy.act(obs[None])[0])
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            if spec.fault and steps == 20:
-                if spec.fault == "die":
-                    os._exit(3)
-                time.sleep(10**6)  # "hang": stop making progress
-            if terminated or truncated:
-                break
-            if spec.readd_bots and bots:
-                now_deaths = env.tracker.stats.deaths
-                if now_deaths > deaths:  # DoomEnv has just respawned the player
-                    env.game.send_game_command("removebots")
-                    for _ in range(bots):
-                        env.game.send_game_command("addbot")
-                deaths = now_deaths
-            now = time.monotonic()
-            if now - last_beat > 1.0:
-                conn.send(("progress", f"playing, tic {env.game.get_episode_time()}"))
-                last_beat = now
-        record = info.get(EPISODE_INFO_KEY)
-        if not truncated or record is None:
-            conn.send(("error", f"{spec.name}: the match ended at tic {env.game.get_episode_time()}, "
-                                f"before its time limit (lost connection or game over)"))
-            return
-        record = {k: record[k] for k in ("kills", "deaths", "suicides", "objects")}
-        record.update(steps=steps, tics=int(env.game.get_episode_time()), wall_s=round(time.monotonic() - started, 2))
-        conn.send(("done", record))
-    except BaseException as error:  # report anything, then exit: the parent decides
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        try:
-            conn.send(("error", f"{spec.name}: {type(error).__name__}: {message}"))
-        except OSError:
-            pass
-    finally:
-        if env is not None:
-            try:
-                env.close()
-            except Exception:
-                pass
-        conn.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# One match: start the players, watch them, kill the lot on failure
-
-
-class MatchFailed(Exception):
-    """A match that cannot be counted: a player errored, died or hung (the message says which)."""
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that nothing is bound to right now (ZDoom's netgame is UDP)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _kill_group(process) -> None:
-    """SIGKILL the player's process group (it and its ViZDoom engine), then the player itself."""
-    if process.pid is None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if process.is_alive():
-        process.kill()
-    process.join(5)
-
-
-def play_match(players: list[PlayerSpec], stall_timeout: float, wall_limit: float) -> dict[str, dict]:
-    """Play one match with each player in its own process; raise `MatchFailed` on any failure."""
-    ctx = mp.get_context("spawn")  # no inherited torch thread pools or ViZDoom state
-    procs, conns = [], {}
-    try:
-        for spec in players:
-            receiver, sender = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_player_main, args=(spec, sender), name=f"doom-{spec.name}", daemon=True)
-            proc.start()
-            sender.close()
-            procs.append(proc)
-            conns[receiver] = spec.name
-        results: dict[str, dict] = {}
-        start = time.monotonic()
-        # A player's ViZDoom engine inherits its pipe (and its process sentinel), so a player that
-        # dies leaves both open while the engine lives: poll is_alive() (waitpid) twice a second.
-        by_name = {spec.name: (conn, proc) for conn, proc, spec in zip(conns, procs, players, strict=True)}
-        phase = {spec.name: "not started" for spec in players}
-        last_progress = {spec.name: start for spec in players}
-
-        def where() -> str:
-            return "; ".join(f"{name} was {phase[name]}" for name in by_name if name not in results)
-
-        while len(results) < len(players):
-            now = time.monotonic()
-            if now - start > wall_limit:
-                raise MatchFailed(f"hung: not finished after {wall_limit:.0f} s, the match's wall-clock limit ({where()})")
-            pending = {name: pair for name, pair in by_name.items() if name not in results}
-            oldest = min(last_progress[name] for name in pending)
-            if now - oldest > stall_timeout:
-                raise MatchFailed(f"hung: no progress for {stall_timeout:.0f} s ({where()})")
-            remaining = min(wall_limit - (now - start), stall_timeout - (now - oldest))
-            wait([c for c, _ in pending.values()], timeout=min(0.5, max(0.05, remaining)))
-            for name, (conn, proc) in pending.items():
-                while name not in results and conn.poll():
-                    try:
-                        kind, payload = conn.recv()
-                    except (EOFError, OSError):
-                        break
-                    last_progress[name] = time.monotonic()
-                    if kind == "progress":
-                        phase[name] = payload
-                    elif kind == "done":
-                        results[name] = payload
-                    elif kind == "error":
-                        raise MatchFailed(payload)
-                if name not in results and not proc.is_alive():
-                    raise MatchFailed(f"{name}: the player process died (exit code {proc.exitcode})")
-        return results
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.join(3)  # a finished player closes its game; give it a moment
-            _kill_group(proc)
-        for conn in conns:
-            conn.close()
-
-
-@dataclass
-class MatchRecord:
-    """One match of one setting: its players' statistics, or why it could not be played."""
-
-    index: int
-    seed: int
-    attempts: int = 0
-    failures: list[str] = field(default_factory=list)
-    players: dict[str, dict] | None = None
-
-    @property
-    def retried(self) -> bool:
-        return self.attempts > 1
-
-    @property
-    def counted(self) -> bool:
-        return self.players is not None
-
-
-def run_match(make_players, index: int, seed: int, cfg: TableConfig, human: bool, log) -> MatchRecord:
-    """Play match ``index``, replaying it (same seed, new port) after a crash or hang."""
-    record = MatchRecord(index, seed)
-    for attempt in range(cfg.retries + 1):
-        record.attempts = attempt + 1
-        fault = cfg.fault if (attempt == 0 and index == 0) else ""
-        players = make_players(seed, free_udp_port(), fault)
-        try:
-            record.players = play_match(players, cfg.stall_timeout, cfg.wall_limit(human))
-            return record
-        except MatchFailed as failure:
-            record.failures.append(str(failure))
-            more = "; replaying it" if attempt < cfg.retries else "; giving it up"
-            log(f"  match {index + 1} attempt {attempt + 1} failed: {failure}{more}")
-    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,21 +161,27 @@ def _env_options(cfg: TableConfig, **extra) -> dict[str, Any]:
     return options
 
 
-def single_player_players(cfg: TableConfig, policy: PolicySpec, name: str, seed: int, port: int, fault: str):
-    human = policy.kind == "human"
-    options = _env_options(cfg, bots=cfg.bots, player_name=name, human=human)
-    return [PlayerSpec(name, policy, seed, options, readd_bots=cfg.bots_readd == "respawn", fault=fault)]
+def single_player_players(
+    cfg: TableConfig, policy: PolicySpec, name: str, seed: int, fault: str
+) -> list[PlayerSpec]:
+    """One player alone with ``cfg.bots`` built-in bots in its own game."""
+    options = _env_options(cfg, bots=cfg.bots, player_name=name, human=policy.kind == "human")
+    readd = cfg.bots_readd == "respawn"
+    return [PlayerSpec(name, policy, TABLE_ENV, seed, options, readd_bots=readd, fault=fault)]
 
 
-def multiplayer_players(cfg: TableConfig, agent: PolicySpec, opponent: PolicySpec, seed: int, port: int, fault: str):
+def multiplayer_players(
+    cfg: TableConfig, agent: PolicySpec, opponent: PolicySpec, seed: int, port: int, fault: str
+) -> list[PlayerSpec]:
+    """The agent hosting a two-player game on 127.0.0.1:``port`` and the opponent joining it."""
     # The agent hosts (a human or a second program joins): the joining side of a ViZDoom netgame
-    # sometimes advances 5-7 tics per 4-tic action (measured), so the agent under test hosts.
+    # sometimes advances 5-7 tics per 4-tic action, so the agent under test hosts.
     host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0)
     guest = _env_options(cfg, join=True, port=port, player_name="opponent", colorset=3,
                          human=opponent.kind == "human")
     return [
-        PlayerSpec("agent", agent, seed, host, readd_bots=cfg.bots_readd == "respawn", fault=fault),
-        PlayerSpec("opponent", opponent, seed + 500, guest),
+        PlayerSpec("agent", agent, TABLE_ENV, seed, host, readd_bots=cfg.bots_readd == "respawn", fault=fault),
+        PlayerSpec("opponent", opponent, TABLE_ENV, seed + 500, guest),
     ]
 
 
@@ -429,9 +202,11 @@ def summarize(matches: list[MatchRecord], player: str) -> dict[str, Any] | None:
 
 
 def _play_series(cfg: TableConfig, count: int, base_seed: int, human: bool, log, make_players) -> list[MatchRecord]:
+    """``count`` matches seeded ``base_seed + i``; ``make_players(seed, fault)`` seats each attempt."""
     records = []
     for i in range(count):
-        record = run_match(make_players, i, base_seed + i, cfg, human, log)
+        record = run_match(make_players, i, base_seed + i, retries=cfg.retries, stall_timeout=cfg.stall_timeout,
+                           wall_limit=cfg.wall_limit(human), fault=cfg.fault if i == 0 else "", log=log)
         _log_match(log, record)
         records.append(record)
     return records
@@ -467,20 +242,22 @@ def run_table(agent: PolicySpec, cfg: TableConfig, log=print) -> dict[str, Any]:
         if setting == "single_player":
             log(f"Single player: {cfg.matches} match(es) of {cfg.minutes:g} min, the agent against {cfg.bots} bots")
             matches = _play_series(cfg, cfg.matches, base_seed, False, log,
-                                   lambda seed, port, fault: single_player_players(cfg, agent, "agent", seed, port, fault))
+                                   lambda seed, fault: single_player_players(cfg, agent, "agent", seed, fault))
             entry = _setting_result(matches, {"agent": agent.label})
             if cfg.human:
                 log(f"Single player: {cfg.human_matches} match(es) for the person at the window, against {cfg.bots} bots")
                 people = _play_series(cfg, cfg.human_matches, base_seed + 100, True, log,
-                                      lambda seed, port, fault: single_player_players(
-                                          cfg, PolicySpec("human"), "human", seed, port, ""))
+                                      lambda seed, fault: single_player_players(
+                                          cfg, PolicySpec("human"), "human", seed, ""))
                 entry["human"] = _setting_result(people, {"human": "a person (--human)"})
         else:
             count = cfg.human_matches if cfg.human else cfg.matches
             log(f"Multiplayer: {count} match(es) of {cfg.minutes:g} min, the agent against {opponent.label}"
                 + (f" and {cfg.mp_bots} bots" if cfg.mp_bots else ""))
+            # A fresh port for every attempt: a killed match may leave its port taken for a while.
             matches = _play_series(cfg, count, base_seed, cfg.human, log,
-                                   lambda seed, port, fault: multiplayer_players(cfg, agent, opponent, seed, port, fault))
+                                   lambda seed, fault: multiplayer_players(cfg, agent, opponent, seed,
+                                                                           free_udp_port(), fault))
             entry = _setting_result(matches, {"agent": agent.label, "opponent": opponent.label})
             entry["cross_check"] = _cross_check(matches, cfg)
         result[setting] = entry
@@ -540,12 +317,10 @@ def _log_match(log, record: MatchRecord) -> None:
 
 def protocol(cfg: TableConfig) -> dict[str, Any]:
     """What was used, in words and flags, next to what the paper did."""
-    from pixelplay.envs.doom import DEATHMATCH_ARGS, SCENARIOS
-
-    spec = SCENARIOS[ENV_TARGET]
+    host = make_env(TABLE_ENV, training=False, **_env_options(cfg, bots=cfg.bots))  # starts no game
     return {
-        "wad": f"ViZDoom {spec.config.replace('.cfg', '.wad')}, map {cfg.map}",
-        "server": f"-host 1 {DEATHMATCH_ARGS} (single player); -host 2 -port P -netmode 0 and "
+        "wad": f"ViZDoom {host.scenario.config.replace('.cfg', '.wad')}, map {cfg.map}",
+        "server": f"-host 1 {host.server_args} (single player); -host 2 -port P -netmode 0 and "
                   f"-join 127.0.0.1 -port P (multiplayer, loopback only)",
         "bots": f"{cfg.bots} built-in bots in single player, {cfg.mp_bots} in multiplayer; removebots then addbot "
                 + ("after each respawn of the agent (Arnold)" if cfg.bots_readd == "respawn" else "once per match"),
@@ -553,7 +328,7 @@ def protocol(cfg: TableConfig) -> dict[str, Any]:
         "minutes_per_match": cfg.minutes,
         "time_limit": "ViZDoom episode timeout (set_episode_timeout), not +timelimit",
         "matches": cfg.matches,
-        "frame_skip": spec.frame_skip,
+        "frame_skip": host.frame_skip,
         "counting": "DoomStatsTracker over game variables: kills = FRAGCOUNT rises, suicides = FRAGCOUNT drops, "
                     "deaths = DEATHCOUNT rises, objects = health/armor/weapon/ammo rises (AMMO4/AMMO7 duplicates "
                     "of AMMO2/AMMO6 left out); K/D = kills / max(1, deaths) of the per-match means",

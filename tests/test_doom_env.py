@@ -5,6 +5,7 @@ Fast (well under a minute in all): short timeouts force episode ends.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import socket
@@ -18,7 +19,9 @@ pytest.importorskip("vizdoom")
 pytest.importorskip("cv2")
 
 from pixelplay.envs import EnvError, MissingDependencyError, make_vec_env  # noqa: E402
-from pixelplay.envs.doom import SCENARIOS, DoomEnv, get_scenario  # noqa: E402
+from pixelplay.envs.doom import OPTIONS, DoomEnv, DoomSettings, step_reward  # noqa: E402
+from pixelplay.envs.doom_stats import DoomStats  # noqa: E402
+from pixelplay.envs.scenarios import DEATHMATCH_ARGS, SCENARIOS, get_scenario  # noqa: E402
 from pixelplay.envs.vec import EPISODE_INFO_KEY, _child_pids  # noqa: E402
 
 STAT_KEYS = ("kills", "deaths", "suicides", "objects", "frags", "kd_ratio")
@@ -32,6 +35,63 @@ def _check_record(record: dict) -> None:
     assert record["suicides"] <= record["deaths"]  # a suicide is a death too
     assert record["frags"] == record["kills"] - record["suicides"]
     assert record["kd_ratio"] == pytest.approx(record["kills"] / max(1, record["deaths"]))
+
+
+def test_training_reward_is_the_scaled_scenario_reward_plus_shaping_worked_by_hand():
+    dm = SCENARIOS["deathmatch"]  # scale 1, -1 per death, +0.1 per object, no health reward
+    before, after = DoomStats(kills=2, deaths=3, objects=5), DoomStats(kills=3, deaths=4, objects=7)
+    # One frag, one death and two pickups in one step: 1 - 1 + 2 * 0.1 = 0.2 while training ...
+    kw = dict(before=before, after=after, health_before=40.0, health_after=100.0)
+    assert step_reward(dm, 1.0, training=True, **kw) == pytest.approx(0.2)
+    assert step_reward(dm, 1.0, training=False, **kw) == 1.0  # ... and the frag alone in evaluation
+    # A suicide: the frag count drops by one and the death costs one more: -1 - 1 = -2.
+    suicide = dict(before=DoomStats(deaths=1), after=DoomStats(deaths=2, suicides=1), health_before=20.0,
+                   health_after=-5.0)
+    assert step_reward(dm, -1.0, training=True, **suicide) == pytest.approx(-2.0)
+    # The reward_scale option replaces the scenario's scale, not the shaping: 0.5 * 1 - 1 + 0.2 = -0.3.
+    assert step_reward(dm, 1.0, training=True, scale=0.5, **kw) == pytest.approx(-0.3)
+
+    hg = SCENARIOS["health_gathering"]  # x0.01, +0.01 per health point gained
+    same = dict(before=DoomStats(), after=DoomStats())
+    # 4 tics alive (+1 each) and a medikit taking health 40 -> 65: 0.01 * 4 + 0.01 * 25 = 0.29.
+    assert step_reward(hg, 4.0, training=True, health_before=40.0, health_after=65.0, **same) == pytest.approx(0.29)
+    # Health lost on acid earns nothing beyond the scaled reward: 0.04.
+    assert step_reward(hg, 4.0, training=True, health_before=65.0, health_after=60.0, **same) == pytest.approx(0.04)
+    # Nor does a refill from health <= 0 (a respawn), nor a scenario that does not track health.
+    assert step_reward(hg, 4.0, training=True, health_before=0.0, health_after=100.0, **same) == pytest.approx(0.04)
+    assert step_reward(hg, 4.0, training=True, health_before=None, health_after=None, **same) == pytest.approx(0.04)
+    assert step_reward(hg, 4.0, training=False, health_before=40.0, health_after=65.0, **same) == 4.0
+
+    basic = SCENARIOS["basic"]  # x0.01 and no shaping: a step worth 101 trains on 1.01
+    assert step_reward(basic, 101.0, training=True, health_before=100.0, health_after=100.0, **same) == pytest.approx(1.01)
+
+
+def test_settings_are_the_scenarios_fields_overridden_by_the_options():
+    dm = SCENARIOS["deathmatch"]
+    train = DoomSettings.from_options(dm)
+    assert (train.frame_skip, train.obs_size, train.grey, train.map, train.bots) == (4, (84, 84), False, "map02", 4)
+    assert train.episode_timeout == dm.episode_timeout and train.player_name == "AI"
+    evaluation = DoomSettings.from_options(dm, training=False, rank=2, obs_size=64, bots="2", frame_skip=2.0)
+    assert evaluation.episode_timeout == dm.eval_episode_timeout and evaluation.player_name == "AI2"
+    assert evaluation.obs_size == (64, 64) and evaluation.bots == 2 and evaluation.frame_skip == 2
+    assert DoomSettings.from_options(dm, episode_minutes=1.5).episode_timeout == round(1.5 * 60 * 35)
+    assert DoomSettings.from_options(SCENARIOS["basic"]).episode_timeout is None  # the cfg's
+    assert set(OPTIONS) == {f.name for f in dataclasses.fields(DoomSettings)} - {"scenario"}
+    with pytest.raises(EnvError, match="not both"):
+        DoomSettings.from_options(dm, episode_timeout=100, episode_minutes=1)
+    # The engine arguments of each seat: the host with Arnold's server settings, a guest joining.
+    host = DoomSettings.from_options(dm, players=2, port=5123, player_name="agent")
+    assert host.engine_args == f"-host 2 -port 5123 -netmode 0 +viz_connect_timeout 60 {DEATHMATCH_ARGS} +name agent +colorset 0"
+    guest = DoomSettings.from_options(dm, join=True, port=5123)
+    assert guest.engine_args.startswith("-join 127.0.0.1 -port 5123") and guest.server_args == ""
+    assert DoomSettings.from_options(SCENARIOS["basic"]).engine_args == ""
+
+
+def test_the_scenario_table_stays_importable_from_envs_doom():
+    from pixelplay.envs import doom, scenarios
+
+    for name in ("SCENARIOS", "DEATHMATCH_ARGS", "TICRATE", "DoomScenario", "get_scenario", "DEFAULT_PORT"):
+        assert getattr(doom, name) is getattr(scenarios, name)
 
 
 def test_basic_vec_env_shapes_and_timeout_is_truncation():
@@ -167,10 +227,15 @@ def test_deathmatch_stats_and_native_render():
     assert obs.shape == (12, 84, 84)
     assert env.render().shape == (240, 320, 3)
     assert env.stats() == {s: 0 for s in STAT_KEYS}
+    start = env.episode_tic
     for _ in range(10):
         env.step(env.action_space.sample())
     stats = env.stats()
     assert set(stats) == set(STAT_KEYS) and stats["suicides"] <= stats["deaths"]
+    assert env.episode_tic == start + 10 * env.frame_skip
+    env.readd_bots()  # what the DOOM table does after a respawn; the match goes on
+    env.step(0)
+    assert env.episode_tic == start + 11 * env.frame_skip
     env.close()
 
 
@@ -339,7 +404,7 @@ def test_a_killed_engine_is_a_clear_env_error_in_a_worker_and_in_process():
 def test_workers_run_in_the_callers_directory_and_start_together_in_a_fresh_one(tmp_path, monkeypatch):
     """Engines write ./_vizdoom.ini and ./_vizdoom/ in the worker's directory, which is the
     caller's (as with a fork); several starting at once in a directory without them must all come
-    up (CI once lost a worker to the engines' race to create ./_vizdoom/)."""
+    up: the engines race to create ./_vizdoom/, and the loser would take its worker down."""
     for attempt in range(3):
         fresh = tmp_path / str(attempt)
         fresh.mkdir()

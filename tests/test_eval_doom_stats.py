@@ -62,10 +62,11 @@ def test_a_new_weapon_with_its_ammo_is_one_object():
 def test_the_table_env_leaves_out_the_duplicate_ammo_counters():
     # ViZDoom's AMMO4 mirrors AMMO2 (bullets) and AMMO7 mirrors AMMO6 (cells): tracked together, one
     # clip would count twice. The table's scenario drops the mirrors, observations unchanged.
-    from pixelplay.envs.doom import SCENARIOS
-    from pixelplay.eval.doom_table import table_scenario
+    from pixelplay.envs import make_env
+    from pixelplay.envs.scenarios import SCENARIOS
+    from pixelplay.eval.doom_table import TABLE_ENV
 
-    spec = table_scenario()
+    spec = make_env(TABLE_ENV).scenario  # the scenario the table's players play (no game started)
     assert "AMMO4" not in spec.game_variables and "AMMO7" not in spec.game_variables
     assert {"FRAGCOUNT", "DEATHCOUNT", "HEALTH", "ARMOR", "AMMO2", "AMMO6"} <= set(spec.game_variables)
     assert spec.obs_shape == SCENARIOS["deathmatch"].obs_shape and spec.actions == SCENARIOS["deathmatch"].actions

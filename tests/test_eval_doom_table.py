@@ -1,6 +1,6 @@
 """python -m pixelplay.eval doom-table end to end, with short matches and random / scripted / untrained players.
 
-ViZDoom multiplayer is not deterministic here: the joining process sometimes advances 5-7 tics for
+ViZDoom multiplayer is not deterministic: the joining process sometimes advances 5-7 tics for
 a 4-tic action (it follows the host's clock), so its trajectory varies from run to run. Determinism
 is therefore checked on the single-player half (one process, seeded engine, seeded policy).
 """
@@ -18,7 +18,7 @@ from pixelplay.eval.baselines import DOOM_PAPER, kd_ratio
 from pixelplay.eval.policies import PolicySpec
 
 SHORT = dict(minutes=0.25, bots=2, stall_timeout=20)  # 525 tics = 131 agent steps per match
-# A rare multiplayer hang (about 1 match in 30 here) costs stall_timeout, then the match is replayed.
+# A rare multiplayer hang costs stall_timeout, then the match is replayed.
 
 
 def make_checkpoint(path: Path, algo: str, env_id: str, obs_shape, num_actions: int) -> Path:
@@ -110,7 +110,7 @@ def test_a_match_that_keeps_dying_is_not_counted():
 
 
 def test_untrained_checkpoint_plays_the_single_player_table(tmp_path):
-    from pixelplay.envs.doom import SCENARIOS
+    from pixelplay.envs.scenarios import SCENARIOS
 
     spec = SCENARIOS["deathmatch"]
     checkpoint = make_checkpoint(tmp_path / "dm.pt", "ppo", "doom-deathmatch", spec.obs_shape, len(spec.actions))
@@ -152,7 +152,7 @@ def test_markdown_keeps_the_published_numbers_as_printed():
 
 
 def test_players_meet_on_loopback_only_and_a_person_joins_the_agents_game():
-    from pixelplay.envs.doom import DoomEnv
+    from pixelplay.envs import make_env
 
     cfg = doom_table.TableConfig(human=True)
     host, guest = doom_table.multiplayer_players(cfg, PolicySpec("random"), PolicySpec("human"), 7, 5123, "")
@@ -160,8 +160,8 @@ def test_players_meet_on_loopback_only_and_a_person_joins_the_agents_game():
     assert guest.env_options["join"] and guest.env_options["port"] == 5123 and guest.env_options["human"]
     assert guest.policy.kind == "human" and host.seed != guest.seed
     assert cfg.wall_limit(human=True) >= cfg.minutes * 60  # a person plays in real time
-    joiner = DoomEnv(doom_table.table_scenario(), training=False,
-                     **{k: v for k, v in guest.env_options.items() if k != "human"})
-    assert "-join 127.0.0.1 -port 5123" in joiner._multiplayer_args()
-    (single,) = doom_table.single_player_players(cfg, PolicySpec("human"), "human", 1, 0, "")
+    assert host.env_id == guest.env_id == doom_table.TABLE_ENV
+    joiner = make_env(guest.env_id, training=False, **{k: v for k, v in guest.env_options.items() if k != "human"})
+    assert "-join 127.0.0.1 -port 5123" in joiner.engine_args and joiner.server_args == ""
+    (single,) = doom_table.single_player_players(cfg, PolicySpec("human"), "human", 1, "")
     assert single.env_options["bots"] == cfg.bots and single.env_options["human"]

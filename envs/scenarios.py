@@ -1,0 +1,227 @@
+"""The ViZDoom scenarios pixelplay serves, as data: one `DoomScenario` per name in `SCENARIOS`.
+
+A scenario says how the game is configured (the ViZDoom ``.cfg``, map, timeouts, deathmatch or
+not), what the agent sees (frame size, colour, stacking) and does (its discrete action set), and
+how its training reward is shaped. `envs.doom.DoomEnv` plays one; the options a caller gives
+(``envs.doom.DoomSettings``) override the per-env fields.
+
+Sources: the scenarios' cfg files (``vizdoom.scenarios_path``) and ViZDoom's scenario docs
+(vizdoom.farama.org/environments/default) for rewards, timeouts and buttons; Sample Factory's
+table (sf_examples/vizdoom/doom/doom_utils.py, ``DOOM_ENVS``) for reward scales (basic and
+deadly_corridor x0.01), frame skip 4 and the gathering shaping (a reward for each health rise, as
+in arXiv:1904.01806); Lample & Chaplot 2017 (glample/Arnold) for deathmatch against the bots.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass
+
+from pixelplay.envs.doom_stats import TRACKED_VARIABLES
+from pixelplay.envs.errors import EnvError
+
+TICRATE = 35
+"""Doom's game tics per second: converts ``episode_minutes`` to tics."""
+
+DEFAULT_PORT = 5029
+"""ZDoom's default network port, used when several players share one match."""
+
+
+@dataclass(frozen=True)
+class DoomScenario:
+    """One playable scenario: how the game is configured and what the agent sees and does."""
+
+    config: str
+    """ViZDoom ``.cfg`` file in ``vizdoom.scenarios_path``: map, rewards, timeout, skill."""
+    actions: tuple[tuple[str, ...], ...]
+    """The discrete action set: each action is the ViZDoom buttons held together (() = no-op)."""
+    held_buttons: tuple[str, ...] = ()
+    """Buttons held on every action (e.g. SPEED: always run)."""
+    screen_resolution: str = "RES_160X120"
+    """Resolution the engine renders at; observations are resized down from it."""
+    obs_size: tuple[int, int] = (68, 68)
+    """Observation (H, W) after an INTER_AREA resize. 68: close to the 64x64 on which a compact PPO
+    learned basic in about a minute (84x84: about 105 s), and a size the Nature CNN tiles exactly
+    (68 -> 16 -> 7 -> 5; 64 gives 15 -> 6.5, which agents.networks refuses); 84 (Atari's) also
+    tiles."""
+    grey: bool = True
+    """Grey frames (1 channel each) or RGB (3 channels each)."""
+    frame_skip: int = 4
+    """Game tics per agent step (the action is held; rewards are summed)."""
+    frame_stack: int = 4
+    """Frames stacked along the channel axis, oldest first."""
+    reward_scale: float = 1.0
+    """Training reward = reward_scale * scenario reward + shaping."""
+    health_reward: float = 0.0
+    """Training shaping: reward per health point gained (medikits), not counting respawns."""
+    death_reward: float = 0.0
+    """Training shaping: reward per death (negative: a penalty), on top of the scenario's own."""
+    object_reward: float = 0.0
+    """Training shaping: reward per object picked up (as counted by `DoomStatsTracker`)."""
+    reward_source: str = "game"
+    """``game``: the scenario's own reward; ``frags``: the frag count's change (deathmatch)."""
+    episode_timeout: int | None = None
+    """Training episode timeout in tics (None: the cfg's; 0: none). Ends as truncated."""
+    eval_episode_timeout: int | None = None
+    """Timeout with ``training=False`` (None: same as ``episode_timeout``)."""
+    game_variables: tuple[str, ...] = ("KILLCOUNT", "DEATHCOUNT", "HEALTH", "ARMOR")
+    """`envs.doom_stats.TRACKED_VARIABLES` this scenario tracks (what can change in it)."""
+    deathmatch: bool = False
+    """Host a multiplayer deathmatch (the player against built-in bots, respawn on death)."""
+    bots: int = 0
+    """Default number of built-in bots in a deathmatch (option ``bots``)."""
+    doom_map: str | None = None
+    """Map to load (None: the cfg's)."""
+    render_crosshair: bool = False
+    """Draw the crosshair into the frames (helps aiming where the agent must hit players)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.game_variables) - set(TRACKED_VARIABLES)
+        if unknown:
+            raise ValueError(f"game_variables outside TRACKED_VARIABLES: {sorted(unknown)}")
+        if self.reward_source not in ("game", "frags"):
+            raise ValueError(f"reward_source must be 'game' or 'frags', got {self.reward_source!r}")
+        if self.reward_source == "frags" and "FRAGCOUNT" not in self.game_variables:
+            raise ValueError("reward_source 'frags' needs FRAGCOUNT in game_variables")
+        if not self.actions:
+            raise ValueError("a scenario needs at least one action")
+
+    @property
+    def frame_channels(self) -> int:
+        """Channels per stacked frame: 1 (grey) or 3 (RGB)."""
+        return 1 if self.grey else 3
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return (self.frame_channels * self.frame_stack, *self.obs_size)
+
+
+def _combos(*axes: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """Every combination of one option per axis; an option is a tuple of buttons."""
+    return tuple(tuple(b for part in combo for b in part) for combo in itertools.product(*axes))
+
+
+# Action axes: each option is the buttons it holds; `_combos` crosses them into an action set.
+_NONE: tuple[str, ...] = ()
+_TURN = (_NONE, ("TURN_LEFT",), ("TURN_RIGHT",))
+_ATTACK = (_NONE, ("ATTACK",))
+_MOVE5 = (_NONE, ("MOVE_FORWARD",), ("MOVE_BACKWARD",), ("MOVE_LEFT",), ("MOVE_RIGHT",))
+
+SCENARIOS: dict[str, DoomScenario] = {
+    # Shoot the one monster: +106 on a kill, -5 per missed shot, -1 per tic; 300-tic timeout.
+    # The 3 single buttons of ViZDoom's own examples, small grey frames (see obs_size).
+    "basic": DoomScenario(
+        config="basic.cfg",
+        actions=(("MOVE_LEFT",), ("MOVE_RIGHT",), ("ATTACK",)),
+        reward_scale=0.01,
+    ),
+    # Turn and shoot monsters closing in: +1 per kill, -1 on death; 2100 tics. Sample Factory:
+    # turn x attack (its doom_turn_and_attack_only), scale 1.
+    "defend_the_center": DoomScenario(
+        config="defend_the_center.cfg",
+        actions=_combos(_TURN, _ATTACK),
+    ),
+    # As defend_the_center, monsters come from one side; ends on death (no cfg timeout).
+    "defend_the_line": DoomScenario(
+        config="defend_the_line.cfg",
+        actions=_combos(_TURN, _ATTACK),
+    ),
+    # Survive on acid by picking up medikits: +1 per tic alive, -100 on death; 2100 tics.
+    # Colour (medikits), x0.01 and +0.01 per health point gained: with x0.01 alone in grey, a
+    # compact PPO did not learn in 10 minutes; Sample Factory rewards each health rise.
+    "health_gathering": DoomScenario(
+        config="health_gathering.cfg",
+        actions=_combos((_NONE, ("MOVE_FORWARD",)), _TURN),
+        grey=False,
+        reward_scale=0.01,
+        health_reward=0.01,
+    ),
+    # As health_gathering on a maze-like map with poison vials to avoid.
+    "health_gathering_supreme": DoomScenario(
+        config="health_gathering_supreme.cfg",
+        actions=_combos((_NONE, ("MOVE_FORWARD",)), _TURN),
+        grey=False,
+        reward_scale=0.01,
+        health_reward=0.01,
+    ),
+    # Reach the vest past shooting monsters (skill 5): reward = distance gained to the vest,
+    # -100 on death; 2100 tics. Sample Factory: its extended action set, scale 0.01.
+    "deadly_corridor": DoomScenario(
+        config="deadly_corridor.cfg",
+        actions=_combos(_MOVE5, _TURN, _ATTACK),
+        reward_scale=0.01,
+    ),
+    # Find the vest in a maze: +1 on reaching it, -0.0001 per tic; 2100 tics. Sparse: colour
+    # helps tell the rooms apart. Sample Factory: scale 1.
+    "my_way_home": DoomScenario(
+        config="my_way_home.cfg",
+        actions=(
+            (),
+            ("MOVE_FORWARD",),
+            ("MOVE_FORWARD", "TURN_LEFT"),
+            ("MOVE_FORWARD", "TURN_RIGHT"),
+            ("TURN_LEFT",),
+            ("TURN_RIGHT",),
+            ("MOVE_LEFT",),
+            ("MOVE_RIGHT",),
+        ),
+        grey=False,
+    ),
+    # Dodge fireballs: +1 per tic alive, ends on death (no cfg timeout). x0.01 as for the other
+    # +1-per-tic scenario (gathering), so a step is worth 0.04.
+    "take_cover": DoomScenario(
+        config="take_cover.cfg",
+        actions=((), ("MOVE_LEFT",), ("MOVE_RIGHT",)),
+        reward_scale=0.01,
+    ),
+    # The player against the built-in bots on ViZDoom's CIG 2016 map "map02" (full deathmatch:
+    # weapons, ammo, medikits, armour; "map01" is the rocket-launcher-only map), hosted in this
+    # process with Arnold's server settings. Not ViZDoom's own deathmatch.cfg, a single-player
+    # monster arena. Scenario reward: frag change (+1 kill, -1 suicide). Training shaping:
+    # -1 per death (so a suicide costs 2, as in Sample Factory's -1.5 frag -0.75 death),
+    # +0.1 per object picked up (Sample Factory's pickup rewards are ~0.1 for a weapon or a medikit).
+    # Matches last 4 minutes while training (Sample Factory's timelimit), 15 for evaluation
+    # (Lample & Chaplot evaluate 15 minutes per map). RGB 84x84 from 160x120, always running.
+    "deathmatch": DoomScenario(
+        config="cig.cfg",
+        doom_map="map02",
+        actions=_combos(_MOVE5, _TURN, _ATTACK),
+        held_buttons=("SPEED",),
+        obs_size=(84, 84),
+        grey=False,
+        death_reward=-1.0,
+        object_reward=0.1,
+        reward_source="frags",
+        episode_timeout=4 * 60 * TICRATE,
+        eval_episode_timeout=15 * 60 * TICRATE,
+        game_variables=TRACKED_VARIABLES,
+        deathmatch=True,
+        bots=4,
+        render_crosshair=True,
+    ),
+}
+"""Every scenario `make_doom_vec` serves, by name (``envs.ENVS`` maps ``doom-*`` names here)."""
+
+# Arnold's (glample/Arnold) server settings, plus no crouching. No +timelimit: in PLAYER mode it
+# breaks the episodes after the first; the env ends a match with set_episode_timeout instead.
+DEATHMATCH_ARGS = (
+    "-deathmatch +sv_forcerespawn 1 +sv_noautoaim 1 +sv_respawnprotect 1 +sv_spawnfarthest 1 +sv_nocrouch 1"
+)
+"""The engine arguments of a hosted deathmatch (after ``-host N``)."""
+
+
+def get_scenario(name: str | DoomScenario) -> DoomScenario:
+    """The scenario called ``name``, or `EnvError` naming the closest one."""
+    if isinstance(name, DoomScenario):
+        return name
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    close = difflib.get_close_matches(name.replace("-", "_"), list(SCENARIOS), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise EnvError(f"unknown ViZDoom scenario '{name}'{hint} Known: {', '.join(SCENARIOS)}")
+
+
+def scenario_name(scenario: DoomScenario) -> str:
+    """The `SCENARIOS` key of a scenario, or its cfg's stem for one built outside the table."""
+    return next((k for k, v in SCENARIOS.items() if v is scenario), scenario.config.removesuffix(".cfg"))
