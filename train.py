@@ -119,9 +119,16 @@ class Stopped(KeyboardInterrupt):
 # with the docstring under the field as its help (the engine is pixelplay.agents.config).
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one `ConfigError` line (exit 2 from `main`), not usage + exit."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see --help)")
+
+
 def build_parser(algo: str) -> argparse.ArgumentParser:
     env_list = ", ".join(ENVS)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="train.py",
         description="Train a deep RL agent from pixels on Atari or ViZDoom.",
         epilog=(

@@ -9,12 +9,13 @@ A run directory keeps ``checkpoints/latest.pt`` and the last few ``step_*.pt`` f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
-import tempfile
+import secrets
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,30 +34,57 @@ class CheckpointError(PixelplayError):
 
 
 TEMP_SUFFIX = ".tmp"
-"""Temporary files of `atomic_write` are ``.<name>.<random>.tmp`` beside their target."""
+"""Temporary files of `atomic_path` are ``.<name>.<random>.tmp`` beside their target. Every file
+pixelplay writes (checkpoints, configs, CSV trims, reports, plots, videos) goes through it."""
+
+
+def temp_path_beside(path: Path) -> Path:
+    """Create a new, empty file with a unique name beside ``path`` (``.<name>.<random>.tmp``) and
+    return its path. Same directory, so renaming it over ``path`` is atomic; a unique name, so two
+    writers of one file never write into the same temporary. Like ``tempfile.mkstemp``, but with
+    the usual permissions (0o666 less the umask, not 0o600), since it becomes the final file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")  # pragma: no cover
+
+
+def replace_from(tmp: Path, path: Path) -> None:
+    """Move a finished temporary file into place: fsync it, rename it over ``path``, fsync the
+    directory (so a crash leaves either the old file or the whole new one, never part of it)."""
+    fd = os.open(tmp, os.O_WRONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """``with atomic_path(path) as tmp:`` write ``tmp``; on success it replaces ``path``
+    (`replace_from`), on an error it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp = temp_path_beside(path)
+    try:
+        yield tmp
+        replace_from(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file so that a crash never leaves a half-written one under the final name.
-
-    ``write(handle)`` fills a temporary file with a unique name in the same directory (two
-    writers never share one); it is fsynced, renamed over ``path``, and the directory is fsynced
-    so the rename itself survives a power cut. On any error the temporary file is removed; a
-    process killed mid-write leaves one behind, which `remove_stale_temporaries` clears.
-    """
+    """Write a file through ``write(handle)`` atomically (`atomic_path`); returns its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
     return path
 
 
@@ -64,21 +92,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
-def atomic_torch_save(obj: Any, path: Path) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _fsync_directory(directory: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # directories cannot be opened or fsynced everywhere
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on this platform or filesystem
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
@@ -113,7 +137,7 @@ def load_checkpoint(path_or_run: str | os.PathLike, map_location: str | torch.de
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" in str(error) or "Unsupported class" in str(error):
+        if "unsupported global" in str(error).lower():  # a class or function to import: code
             # torch's own message suggests weights_only=False, i.e. running code from the file.
             raise CheckpointError(f"'{path}' contains objects other than tensors; refused") from None
         raise CheckpointError(f"'{path}' is not a readable pixelplay checkpoint (corrupt or truncated?): "

@@ -2,8 +2,7 @@
 
 A data module tested like code (DeepMind's ``dqn_zoo/atari_data.py`` is the model): every number
 here is copied from the source named next to it, and ``tests/test_eval_baselines.py`` checks the
-arithmetic the reports rely on. The project's summary of these sources is
-``shared/reference/human-baselines.md``.
+arithmetic the reports rely on.
 """
 
 from __future__ import annotations
