@@ -283,7 +283,8 @@ class DeepMindAtari(gym.Env):
     `envs.vec.EPISODE_INFO_KEY` on the step that ends the game.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": ALE_FPS}
+    render_mode = "rgb_array"
 
     def __init__(self, game_id: str, seed: int | None = None, settings: AtariSettings = AtariSettings()):
         import cv2
@@ -409,6 +410,10 @@ class DeepMindAtari(gym.Env):
     def _push(self, frame: np.ndarray) -> None:
         self._stack[:-1] = self._stack[1:]
         self._stack[-1] = frame
+
+    def render(self) -> np.ndarray:
+        """The ALE screen as (210, 160, 3) uint8 RGB: what a person sees, before preprocessing."""
+        return self._ale.getScreenRGB()
 
     def close(self):
         self._outer.close()
