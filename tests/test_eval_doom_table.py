@@ -7,10 +7,8 @@ is therefore checked on the single-player half (one process, seeded engine, seed
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
-import torch
 
 from pixelplay.eval import doom_table
 from pixelplay.eval.__main__ import main
@@ -19,18 +17,6 @@ from pixelplay.eval.policies import PolicySpec
 
 SHORT = dict(minutes=0.25, bots=2, stall_timeout=20)  # 525 tics = 131 agent steps per match
 # A rare multiplayer hang costs stall_timeout, then the match is replayed.
-
-
-def make_checkpoint(path: Path, algo: str, env_id: str, obs_shape, num_actions: int) -> Path:
-    """An untrained agent saved the way train.py saves one."""
-    from pixelplay.agents import ALGOS
-    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
-
-    cfg = ALGOS[algo].config()
-    agent = ALGOS[algo].agent(cfg, tuple(obs_shape), num_actions, 1, 1, torch.device("cpu"))
-    payload = make_payload(algo, env_id, asdict(cfg), {"env": env_id}, obs_shape, num_actions, 0, agent.state_dict())
-    atomic_torch_save(payload, path)
-    return path
 
 
 def check_consistent(result: dict) -> None:
@@ -109,11 +95,8 @@ def test_a_match_that_keeps_dying_is_not_counted():
     assert "given up" in doom_table.render_markdown(result)
 
 
-def test_untrained_checkpoint_plays_the_single_player_table(tmp_path):
-    from pixelplay.envs.scenarios import SCENARIOS
-
-    spec = SCENARIOS["deathmatch"]
-    checkpoint = make_checkpoint(tmp_path / "dm.pt", "ppo", "doom-deathmatch", spec.obs_shape, len(spec.actions))
+def test_untrained_checkpoint_plays_the_single_player_table(tmp_path, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "dm.pt", "ppo", "doom-deathmatch")
     code = main(["doom-table", str(checkpoint), "--only", "single", "--matches", "1", "--minutes", "0.1",
                  "--bots", "1"])
     assert code == 0
@@ -130,8 +113,8 @@ def test_human_without_a_display_says_so(monkeypatch, capsys, tmp_path):
     assert err.startswith("error: --human") and "DISPLAY" in err and len(err.splitlines()) == 1
 
 
-def test_wrong_env_checkpoint_is_refused(tmp_path, capsys):
-    checkpoint = make_checkpoint(tmp_path / "bo.pt", "ppo", "breakout", (4, 84, 84), 4)
+def test_wrong_env_checkpoint_is_refused(tmp_path, capsys, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "bo.pt", "ppo", "breakout")
     assert main(["doom-table", str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert "doom-deathmatch" in err and "breakout" in err and len(err.splitlines()) == 1

@@ -1,7 +1,6 @@
 """python -m pixelplay.eval record and train.py's PeriodicRecorder: browser-ready MP4s at native resolution."""
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -83,18 +82,11 @@ def test_a_failing_recording_warns_and_training_goes_on(tmp_path, capsys):
     assert not list((tmp_path / "videos").glob("*.mp4"))
 
 
-def test_record_agent_checkpoint_from_a_run_directory(tmp_path):
-    from pixelplay.agents import ALGOS
-    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
-
+def test_record_agent_checkpoint_from_a_run_directory(tmp_path, save_checkpoint):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"run": {"env": "doom-basic"}}))
-    cfg = ALGOS["ppo"].config()
-    shape, actions = basic_shape()
-    agent = ALGOS["ppo"].agent(cfg, shape, actions, 1, 1, torch.device("cpu"))
-    atomic_torch_save(make_payload("ppo", "doom-basic", asdict(cfg), {}, shape, actions, 0, agent.state_dict()),
-                      run / "checkpoints" / "latest.pt")
+    save_checkpoint(run / "checkpoints" / "latest.pt", "ppo", "doom-basic")
     assert main(["record", str(run)]) == 0
     assert (run / "videos" / "record_doom-basic_s1_ep0.mp4").exists()
 

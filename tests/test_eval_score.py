@@ -4,8 +4,6 @@ import json
 import os
 import pickle
 import statistics
-from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,17 +14,6 @@ from pixelplay.eval.policies import PolicySpec, build_policy
 from pixelplay.eval.score import ScoreConfig, score
 
 SHORT = ["--episodes", "2", "--max-frames", "1000", "--env-backend", "gymnasium"]  # <= 250 agent steps a game
-
-
-def make_checkpoint(path: Path, algo: str, env_id: str, obs_shape, num_actions: int) -> Path:
-    from pixelplay.agents import ALGOS
-    from pixelplay.agents.checkpoint import atomic_torch_save, make_payload
-
-    cfg = ALGOS[algo].config()
-    agent = ALGOS[algo].agent(cfg, tuple(obs_shape), num_actions, 1, 1, torch.device("cpu"))
-    payload = make_payload(algo, env_id, asdict(cfg), {"env": env_id}, obs_shape, num_actions, 0, agent.state_dict())
-    atomic_torch_save(payload, path)
-    return path
 
 
 def test_random_breakout_report_and_normalised_score(tmp_path, capsys):
@@ -55,8 +42,8 @@ def test_same_seed_same_scores():
     assert [g["return"] for g in first["games"]] == [g["return"] for g in second["games"]]
 
 
-def test_dqn_checkpoint_with_a_stated_epsilon_and_sticky_actions(tmp_path):
-    checkpoint = make_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout", (4, 84, 84), 4)
+def test_dqn_checkpoint_with_a_stated_epsilon_and_sticky_actions(tmp_path, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout")
     assert main(["score", str(checkpoint), *SHORT, "--epsilon", "0.5", "--sticky-actions"]) == 0
     report = json.loads((tmp_path / "score_breakout.json").read_text())
     assert report["config"]["sticky_actions"] is True and report["config"]["epsilon"] == 0.5
@@ -65,8 +52,8 @@ def test_dqn_checkpoint_with_a_stated_epsilon_and_sticky_actions(tmp_path):
     assert "dqn" in report["policy"] or str(checkpoint) in report["policy"]
 
 
-def test_epsilon_is_refused_for_a_ppo_agent(tmp_path, capsys):
-    checkpoint = make_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout", (4, 84, 84), 4)
+def test_epsilon_is_refused_for_a_ppo_agent(tmp_path, capsys, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout")
     assert main(["score", str(checkpoint), *SHORT, "--epsilon", "0.1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--epsilon applies to DQN" in err and len(err.splitlines()) == 1
@@ -77,8 +64,8 @@ def test_references_exist_only_where_recorded():
     assert baselines.atari_references("doom-basic") is None
 
 
-def test_score_reads_the_checkpoint_once(tmp_path, monkeypatch):
-    checkpoint = make_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout", (4, 84, 84), 4)
+def test_score_reads_the_checkpoint_once(tmp_path, monkeypatch, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout")
     loads = []
     real_load = torch.load
 
@@ -93,10 +80,10 @@ def test_score_reads_the_checkpoint_once(tmp_path, monkeypatch):
     assert loads == [str(checkpoint)]
 
 
-def test_epsilon_goes_to_each_call_and_the_agent_config_stays(tmp_path):
+def test_epsilon_goes_to_each_call_and_the_agent_config_stays(tmp_path, save_checkpoint):
     from pixelplay.agents import ALGOS
 
-    checkpoint = make_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout", (4, 84, 84), 4)
+    checkpoint = save_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout")
     obs = torch.zeros((64, 4, 84, 84), dtype=torch.uint8)  # one observation: greedy picks one action
     default = ALGOS["dqn"].config().eval_epsilon
     explore = build_policy(PolicySpec("checkpoint", str(checkpoint), 1.0), num_actions=4, obs_shape=(4, 84, 84),
@@ -107,8 +94,8 @@ def test_epsilon_goes_to_each_call_and_the_agent_config_stays(tmp_path):
     assert explore.agent.cfg.eval_epsilon == default and greedy.agent.cfg.eval_epsilon == default
 
 
-def test_a_loaded_spec_keeps_its_agent_but_pickles_without_it(tmp_path):
-    checkpoint = make_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout", (4, 84, 84), 4)
+def test_a_loaded_spec_keeps_its_agent_but_pickles_without_it(tmp_path, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout")
     spec = PolicySpec("checkpoint", str(checkpoint))
     agent, loaded = spec.load()
     assert spec.load()[0] is agent and loaded["env_id"] == "breakout"
