@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelplay.agents.checkpoint import replace_from, temp_path_beside
 from pixelplay.envs.errors import MissingDependencyError, PixelplayError
-from pixelplay.eval.common import replace_from, temp_path_beside
 
 
 def _av():
