@@ -1,16 +1,26 @@
 """The eval command line: ``python -m pixelplay.eval COMMAND ...`` (``python -m pixelplay.eval COMMAND --help``).
 
-Bad input (a missing or corrupt checkpoint, an env the command cannot serve, a flag out of
-range) prints one line and exits with status 2; anything else is a bug and keeps its traceback.
+Each command's options are typed dataclasses (`TableConfig`, `ScoreConfig` and the small ones
+below), each field with its range (`bounded`) and a one-line docstring; the flags are made from
+them by the config engine (`pixelplay.agents.config.add_flags`) and the values checked by it
+(`build`). Bad input (a missing or corrupt checkpoint, an env the command cannot serve, a flag out
+of range) prints one line and exits with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pixelplay.agents.config import ConfigError, add_flags, bounded, build, field_docs, split_namespace
 from pixelplay.envs.errors import PixelplayError
+from pixelplay.eval.doom_table import TableConfig
+from pixelplay.eval.score import ScoreConfig
 
 EPILOG = """examples:
   python -m pixelplay.eval doom-table runs/doom-deathmatch__ppo__s1__20261129-101500
@@ -21,23 +31,134 @@ EPILOG = """examples:
   python -m pixelplay.eval plot runs/breakout__ppo__s1__* runs/breakout__dqn__s1__*
 """
 
+SEED_MAX = 2**31 - 1_000_000
 
-def _player_args(parser: argparse.ArgumentParser, policies: tuple[str, ...], needs_env: bool = True) -> None:
-    parser.add_argument("target", nargs="?", metavar="CHECKPOINT_OR_RUN",
-                        help="a checkpoint file or a run directory (its checkpoints/latest.pt)")
-    parser.add_argument("--policy", choices=policies, default=None,
-                        help="play a built-in policy instead of a checkpoint (then give --env)" if needs_env
-                        else "play a built-in policy instead of a checkpoint")
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="DQN agents: evaluation epsilon (default: the checkpoint's eval_epsilon, 0.05)")
-    parser.add_argument("--device", default="cpu", help="torch device for the agent")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="where reports go (default: the run directory; for a checkpoint file outside a "
-                             "run, its directory)")
+
+# ---- the options of each command -------------------------------------------------------------
+
+
+@dataclass
+class PlayerOptions:
+    """Who plays and where its reports go (doom-table; the base of the other commands' players)."""
+
+    target: str | None = None
+    """a checkpoint file or a run directory (its checkpoints/latest.pt)"""
+    policy: str | None = bounded(None, choices=("random", "scripted"))
+    """play a built-in policy instead of a checkpoint"""
+    epsilon: float | None = bounded(None, low=0.0, high=1.0)
+    """DQN agents: evaluation epsilon (default: the checkpoint's eval_epsilon, 0.05)"""
+    device: str = "cpu"
+    """torch device for the agent"""
+    out: str | None = None
+    """where reports go (default: the run directory; for a checkpoint file outside a run, its directory)"""
+
+
+@dataclass
+class EnvPlayerOptions(PlayerOptions):
+    """A player of record and watch: on the checkpoint's env, or on --env."""
+
+    policy: str | None = bounded(None, choices=("random", "scripted"))
+    """play a built-in policy instead of a checkpoint (then give --env)"""
+    env: str | None = None
+    """env to play on (default: the checkpoint's)"""
+
+
+@dataclass
+class ScorePlayerOptions(EnvPlayerOptions):
+    """A player of score: a checkpoint, or the random policy as the protocol's reference."""
+
+    policy: str | None = bounded(None, choices=("random",))
+    """play a built-in policy instead of a checkpoint (then give --env)"""
+
+
+@dataclass
+class TableOptions:
+    """doom-table's options that `TableConfig`'s fields are derived from."""
+
+    only: str | None = bounded(None, choices=("single", "multi"))
+    """play one half of the table only (default: both)"""
+    inject_fault: str = bounded("", choices=("", "hang", "die"))
+    """testing only (hidden): 'hang' or 'die' makes the first attempt of each setting's first match fail"""
+
+
+@dataclass
+class RecordOptions:
+    """What record plays and how the videos look."""
+
+    episodes: int = bounded(1, low=1)
+    """episodes to record"""
+    seed: int = bounded(1, low=0, high=SEED_MAX)
+    """seed of the first episode"""
+    scale: int = bounded(0, low=0)
+    """integer upscale (0: x2 for 210x160 and 160x120)"""
+    max_frames: int | None = bounded(None, low=4)
+    """Atari: frame cap per game (default: 108,000)"""
+    sticky_actions: bool = False
+    """Atari: sticky actions (p=0.25, Machado et al. 2018)"""
+    resolution: str | None = None
+    """Doom: engine resolution to record at, e.g. 320x240 or 640x480 (default: the scenario's, which is what the agent was trained on; observations are resized from it)"""
+    lmp: bool = False
+    """Doom: also save the engine's demo (.lmp) of each episode, for exact replay with DoomGame.replay_episode (ViZDoom writes none for a hosted deathmatch)"""
+
+
+@dataclass
+class WatchOptions:
+    """What watch plays."""
+
+    episodes: int = bounded(1, low=1)
+    """episodes to play"""
+    seed: int = bounded(1, low=0, high=SEED_MAX)
+    """seed"""
+
+
+@dataclass
+class PlotOptions:
+    """Which runs plot draws and how."""
+
+    runs: tuple[str, ...] = ()
+    """run directories"""
+    smooth: int = bounded(20, low=1)
+    """moving-average window, in episodes"""
+    out: str | None = None
+    """where the PNGs go (default: the first run)"""
+
+
+# Flags whose name is not the field's (``--env-backend`` sets ScoreConfig.backend) and positionals,
+# by destination: error messages name what was typed.
+FLAG_NAMES = {
+    "score.backend": "--env-backend",
+    "extra.inject_fault": "--inject-fault",
+    "player.target": "CHECKPOINT_OR_RUN",
+    "plot.runs": "RUN",
+}
+
+
+# ---- the parser ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors (an unknown flag, a value of the wrong type) are one line too."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _help(cls: type, name: str) -> str:
+    """A field's docstring with its default, as `add_flags` writes it, for a flag added by hand."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    text = field_docs(cls)[name]
+    if field.default not in ("", None, ()):
+        text += f" (default: {field.default})"
+    return text.replace("%", "%%")
+
+
+def _player_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    parser.add_argument("player.target", nargs="?", metavar="CHECKPOINT_OR_RUN", help=_help(cls, "target"))
+    add_flags(parser, cls, "player.", skip=("target",))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m pixelplay.eval",
         description="Evaluate pixelplay agents: the DOOM human-vs-agent table, standard-protocol scores, "
                     "videos, live play and learning curves.",
@@ -45,14 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    # ---- doom-table
-    from pixelplay.eval.doom_table import TableConfig
-
-    d = TableConfig()
     table = sub.add_parser(
-        "doom-table", formatter_class=fmt,
+        "doom-table",
         help="reproduce the human-vs-agent DOOM table (Lample & Chaplot 2017) with this agent",
         description="Play deathmatch matches and print the human-vs-agent table of Lample & Chaplot 2017 "
                     "(Arnold) with this project's agent in the agent columns: single player (the agent against "
@@ -61,148 +177,113 @@ def build_parser() -> argparse.ArgumentParser:
                     "protocol (15 minutes per match, Arnold's server flags and 8 bots); a random policy plays "
                     "the whole table in a few minutes.",
     )
-    _player_args(table, ("random", "scripted"), needs_env=False)
-    table.add_argument("--opponent", default=d.opponent, metavar="random|scripted|CHECKPOINT",
-                       help="multiplayer opponent: random, scripted, or a second checkpoint / run directory")
-    table.add_argument("--human", action="store_true",
-                       help="a person plays in a ViZDoom window (needs a display): against the bots for the "
-                            "single-player human column, against the agent for the multiplayer one")
-    table.add_argument("--bots", type=int, default=d.bots, help="built-in bots in single player (Arnold: 8)")
-    table.add_argument("--mp-bots", type=int, default=d.mp_bots, help="built-in bots in the multiplayer games")
-    table.add_argument("--map", default=d.map, help="cig.wad map: map02 full deathmatch, map01 rockets only")
-    table.add_argument("--skill", type=int, default=d.skill, help="Doom skill 1-5 (Arnold: 3)")
-    table.add_argument("--minutes", type=float, default=d.minutes, help="game minutes per match (Arnold: 15)")
-    table.add_argument("--matches", type=int, default=d.matches, help="matches per setting for the agent")
-    table.add_argument("--human-matches", type=int, default=d.human_matches, help="matches per setting for the person")
-    table.add_argument("--bots-readd", choices=("respawn", "match"), default=d.bots_readd,
-                       help="re-add the bots after every respawn of the agent (Arnold) or once per match")
-    table.add_argument("--only", choices=("single", "multi"), default=None, help="play one half of the table only")
-    table.add_argument("--seed", type=int, default=d.seed, help="base seed (match i: seed + i)")
-    table.add_argument("--retries", type=int, default=d.retries, help="replays of a match whose game died or hung")
-    table.add_argument("--stall-timeout", type=float, default=d.stall_timeout,
-                       help="seconds without progress before a match counts as hung")
-    table.add_argument("--match-timeout", type=float, default=d.match_timeout,
-                       help="wall-clock seconds per match (0: derived from --minutes)")
-    table.add_argument("--inject-fault", choices=("hang", "die"), default="", help=argparse.SUPPRESS)
+    _player_flags(table, PlayerOptions)
+    add_flags(table, TableConfig, "table.", skip=("settings", "connect_timeout", "device", "epsilon", "fault"))
+    add_flags(table, TableOptions, "extra.", skip=("inject_fault",))
+    table.add_argument("--inject-fault", dest="extra.inject_fault", choices=("hang", "die"),
+                       default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    # ---- score
-    from pixelplay.eval.score import ScoreConfig
-
-    s = ScoreConfig()
     score = sub.add_parser(
-        "score", formatter_class=fmt,
+        "score",
         help="score an agent with the standard protocol, human-normalised, beside published references",
         description="Play N full games under the standard Atari protocol (all lives, up to 30 no-op starts, "
                     "108,000-frame cap, raw score; sticky actions as chosen) or a ViZDoom scenario's evaluation "
                     "episodes, and report mean, std and median with the human-normalised score and the "
                     "references of eval/baselines.py. Writes score_<env>.json and .md.",
     )
-    _player_args(score, ("random",))
-    score.add_argument("--env", default=None, help="env to score on (default: the checkpoint's)")
-    score.add_argument("--episodes", type=int, default=s.episodes, help="full games to average over")
-    score.add_argument("--num-envs", type=int, default=s.num_envs, help="games in parallel (0: min(episodes, 4))")
-    score.add_argument("--seed", type=int, default=s.seed, help="base seed")
-    score.add_argument("--max-frames", type=int, default=s.max_frames, help="Atari: frame cap per game")
-    score.add_argument("--noop-max", type=int, default=s.noop_max, help="Atari: most no-op actions at a game's start")
-    score.add_argument("--sticky-actions", action=argparse.BooleanOptionalAction, default=s.sticky_actions,
-                       help="Atari: sticky actions (p=0.25, Machado et al. 2018); the report says which")
-    score.add_argument("--env-backend", default=s.backend, choices=("auto", "gymnasium", "envpool"),
-                       help="Atari backend")
+    _player_flags(score, ScorePlayerOptions)
+    add_flags(score, ScoreConfig, "score.", skip=("epsilon", "device", "backend"))
+    backend = {f.name: f for f in dataclasses.fields(ScoreConfig)}["backend"]
+    score.add_argument("--env-backend", dest="score.backend", choices=backend.metadata["choices"],
+                       default=argparse.SUPPRESS, help=_help(ScoreConfig, "backend"))
 
-    # ---- record
     record = sub.add_parser(
-        "record", formatter_class=fmt,
+        "record",
         help="record full episodes as MP4 at the game's native resolution",
         description="Record full episodes as H.264 MP4 files (yuv420p, plays in any browser) at the game's "
                     "native resolution (Atari 210x160 from the ALE screen, Doom the engine's screen), upscaled by "
                     "an integer factor, with the score (and Doom kills/deaths) drawn in a corner and written "
                     "beside each file as JSON. --lmp also saves ViZDoom's own demo for exact replay.",
     )
-    _player_args(record, ("random", "scripted"))
-    record.add_argument("--env", default=None, help="env to record (default: the checkpoint's)")
-    record.add_argument("--episodes", type=int, default=1, help="episodes to record")
-    record.add_argument("--seed", type=int, default=1, help="seed of the first episode")
-    record.add_argument("--scale", type=int, default=0, help="integer upscale (0: x2 for 210x160 and 160x120)")
-    record.add_argument("--max-frames", type=int, default=None, help="Atari: frame cap per game (default 108,000)")
-    record.add_argument("--sticky-actions", action=argparse.BooleanOptionalAction, default=False,
-                        help="Atari: sticky actions")
-    record.add_argument("--resolution", default=None,
-                        help="Doom: engine resolution to record at, e.g. 320x240 or 640x480 (default: the "
-                             "scenario's, which is what the agent was trained on; observations are resized from it)")
-    record.add_argument("--lmp", action="store_true",
-                        help="Doom: also save the engine's demo (.lmp) of each episode, for exact replay with "
-                             "DoomGame.replay_episode (ViZDoom writes none for a hosted deathmatch)")
+    _player_flags(record, EnvPlayerOptions)
+    add_flags(record, RecordOptions, "record.")
 
-    # ---- watch
     watch = sub.add_parser(
-        "watch", formatter_class=fmt,
+        "watch",
         help="play the agent live in a window (records a video where no display exists)",
         description="Play the agent live in a window (OpenCV) where a display exists; otherwise record the "
                     "episode and print the path of the video to open.",
     )
-    _player_args(watch, ("random", "scripted"))
-    watch.add_argument("--env", default=None, help="env to play (default: the checkpoint's)")
-    watch.add_argument("--episodes", type=int, default=1, help="episodes to play")
-    watch.add_argument("--seed", type=int, default=1, help="seed")
+    _player_flags(watch, EnvPlayerOptions)
+    add_flags(watch, WatchOptions, "watch.")
 
-    # ---- plot
     plot = sub.add_parser(
-        "plot", formatter_class=fmt,
+        "plot",
         help="learning curves of runs and the DOOM table as PNG files",
         description="Plot episode return against env frames (global step x 4) from each run's episodes.csv, "
                     "one line per run, smoothed, with the human score of the env where known; and a bar chart "
                     "of the DOOM table where a run holds doom_table.json. PNGs go into the run directory.",
     )
-    plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
-    plot.add_argument("--smooth", type=int, default=20, help="moving-average window, in episodes")
-    plot.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default: the first run)")
+    plot.add_argument("plot.runs", nargs="+", metavar="RUN", help=_help(PlotOptions, "runs"))
+    add_flags(plot, PlotOptions, "plot.", skip=("runs",))
     return parser
 
 
-def _player(args, command: str, builtin_default_env: str | None = None):
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """`build` with the flag's own name in the message (``--num-envs``, not ``num_envs``)."""
+    try:
+        return build(cls, values)
+    except ConfigError as error:
+        message = str(error)
+        for name in values:
+            if message.startswith(name) and message[len(name):len(name) + 1] in (" ", ":"):
+                flag = FLAG_NAMES.get(f"{prefix}.{name}", "--" + name.replace("_", "-"))
+                raise ConfigError(flag + message[len(name):]) from None
+        raise
+
+
+# ---- the commands -------------------------------------------------------------------------------
+
+
+def _player(player: PlayerOptions, command: str, builtin_default_env: str | None = None):
     """The `PolicySpec` and env id a command plays, from CHECKPOINT_OR_RUN / --policy / --env."""
     from pixelplay.eval.policies import PolicySpec, checkpoint_env, parse_policy
 
-    if args.policy and args.target:
-        raise PixelplayError(f"{command}: give a checkpoint or --policy {args.policy}, not both")
-    if args.policy:
-        spec = PolicySpec(args.policy, device=args.device)
-        env_id = getattr(args, "env", None) or builtin_default_env
+    env = getattr(player, "env", None)
+    if player.policy and player.target:
+        raise PixelplayError(f"{command}: give a checkpoint or --policy {player.policy}, not both")
+    if player.policy:
+        spec = PolicySpec(player.policy, device=player.device)
+        env_id = env or builtin_default_env
         if env_id is None:
-            raise PixelplayError(f"{command} --policy {args.policy} needs --env (which game to play)")
-        if args.epsilon is not None:
+            raise PixelplayError(f"{command} --policy {player.policy} needs --env (which game to play)")
+        if player.epsilon is not None:
             raise PixelplayError("--epsilon applies to DQN checkpoints, not to a built-in policy")
         return spec, env_id
-    if not args.target:
+    if not player.target:
         raise PixelplayError(f"{command} needs a checkpoint or run directory (or --policy); see --help")
-    spec = parse_policy(args.target, args.epsilon, args.device)
+    spec = parse_policy(player.target, player.epsilon, player.device)
     trained_on = checkpoint_env(spec)
-    env_id = getattr(args, "env", None) or trained_on
-    return spec, env_id
+    return spec, env or trained_on
 
 
-def _out_dir(args, command: str, spec) -> Path:
+def _out_dir(player: PlayerOptions, command: str, spec) -> Path:
     from pixelplay.eval.common import output_dir
 
     default = str(Path("runs") / f"eval_{command}_{spec.kind}")
-    return output_dir(args.target, args.out, default)
+    return output_dir(player.target, player.out, default)
 
 
-def cmd_doom_table(args) -> int:
+def cmd_doom_table(player: PlayerOptions, table: TableConfig, extra: TableOptions) -> int:
     from pixelplay.eval import doom_table
 
-    spec, _ = _player(args, "doom-table", builtin_default_env=doom_table.TABLE_ENV)
+    spec, _ = _player(player, "doom-table", builtin_default_env=doom_table.TABLE_ENV)
     if spec.kind == "checkpoint":
         doom_table.check_table_checkpoint(spec)
     settings = {"single": ("single_player",), "multi": ("multiplayer",), None: ("single_player", "multiplayer")}
-    cfg = doom_table.TableConfig(
-        map=args.map, bots=args.bots, skill=args.skill, minutes=args.minutes, matches=args.matches,
-        human_matches=args.human_matches, mp_bots=args.mp_bots, opponent=args.opponent, human=args.human,
-        bots_readd=args.bots_readd, settings=settings[args.only], seed=args.seed,
-        stall_timeout=args.stall_timeout, match_timeout=args.match_timeout, retries=args.retries,
-        device=args.device, epsilon=args.epsilon, fault=args.inject_fault,
-    )
-    out = _out_dir(args, "doom-table", spec)
+    cfg = dataclasses.replace(table, settings=settings[extra.only], device=player.device, epsilon=player.epsilon,
+                              fault=extra.inject_fault)
+    out = _out_dir(player, "doom-table", spec)
     result = doom_table.run_table(spec, cfg, log=doom_table.stderr_log)
     json_path, md_path = doom_table.write_outputs(result, out)
     print(doom_table.render_markdown(result))
@@ -213,62 +294,69 @@ def cmd_doom_table(args) -> int:
     ) else 0
 
 
-def cmd_score(args) -> int:
+def cmd_score(player: ScorePlayerOptions, score: ScoreConfig) -> int:
     from pixelplay.eval import score as scoring
 
-    spec, env_id = _player(args, "score")
-    cfg = scoring.ScoreConfig(
-        episodes=args.episodes, num_envs=args.num_envs, seed=args.seed, max_frames=args.max_frames,
-        noop_max=args.noop_max, sticky_actions=args.sticky_actions, epsilon=args.epsilon,
-        backend=args.env_backend, device=args.device,
-    )
+    spec, env_id = _player(player, "score")
+    cfg = dataclasses.replace(score, epsilon=player.epsilon, device=player.device)
     info = {"action_selection": scoring.action_selection(spec)}
     report = scoring.score(spec, env_id, cfg, info, log=lambda m: print(m, file=sys.stderr))
-    json_path, md_path = scoring.write_outputs(report, _out_dir(args, "score", spec))
+    json_path, md_path = scoring.write_outputs(report, _out_dir(player, "score", spec))
     print(scoring.render_markdown(report))
     print(f"wrote {json_path} and {md_path}")
     return 0
 
 
-def cmd_record(args) -> int:
+def cmd_record(player: EnvPlayerOptions, record: RecordOptions) -> int:
     from pixelplay.eval.record import record_episodes
 
-    spec, env_id = _player(args, "record")
-    out = _out_dir(args, "record", spec) / "videos"
+    spec, env_id = _player(player, "record")
+    out = _out_dir(player, "record", spec) / "videos"
     results = record_episodes(
-        spec, env_id, out, episodes=args.episodes, seed=args.seed, scale=args.scale, max_frames=args.max_frames,
-        sticky_actions=args.sticky_actions, resolution=args.resolution, lmp=args.lmp,
+        spec, env_id, out, episodes=record.episodes, seed=record.seed, scale=record.scale,
+        max_frames=record.max_frames, sticky_actions=record.sticky_actions, resolution=record.resolution,
+        lmp=record.lmp,
     )
     for result in results:
-        if args.lmp and not result.get("lmp_bytes"):
+        if record.lmp and not result.get("lmp_bytes"):
             print(f"warning: ViZDoom wrote no demo for episode {result['episode']} ({result['lmp']})", file=sys.stderr)
     return 0
 
 
-def cmd_watch(args) -> int:
-    from pixelplay.eval.record import watch
+def cmd_watch(player: EnvPlayerOptions, watch: WatchOptions) -> int:
+    from pixelplay.eval.record import watch as watch_episodes
 
-    spec, env_id = _player(args, "watch")
-    watch(spec, env_id, _out_dir(args, "watch", spec) / "videos", seed=args.seed, episodes=args.episodes)
+    spec, env_id = _player(player, "watch")
+    watch_episodes(spec, env_id, _out_dir(player, "watch", spec) / "videos", seed=watch.seed,
+                   episodes=watch.episodes)
     return 0
 
 
-def cmd_plot(args) -> int:
+def cmd_plot(plot: PlotOptions) -> int:
     from pixelplay.eval.plot import plot_runs
 
-    plot_runs(args.runs, args.out, args.smooth)
+    plot_runs(list(plot.runs), plot.out, plot.smooth)
     return 0
 
 
-COMMANDS = {"doom-table": cmd_doom_table, "score": cmd_score, "record": cmd_record, "watch": cmd_watch,
-            "plot": cmd_plot}
+# Each command: its function and the dataclass of each group of its flags (by destination prefix,
+# which is also the function's keyword).
+COMMANDS: dict[str, tuple[Callable[..., int], dict[str, type]]] = {
+    "doom-table": (cmd_doom_table, {"player": PlayerOptions, "table": TableConfig, "extra": TableOptions}),
+    "score": (cmd_score, {"player": ScorePlayerOptions, "score": ScoreConfig}),
+    "record": (cmd_record, {"player": EnvPlayerOptions, "record": RecordOptions}),
+    "watch": (cmd_watch, {"player": EnvPlayerOptions, "watch": WatchOptions}),
+    "plot": (cmd_plot, {"plot": PlotOptions}),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    command, groups = COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args)
+        values = split_namespace(args, groups)
+        options = {prefix: _build(cls, values[prefix], prefix) for prefix, cls in groups.items()}
+        return command(**options)
     except PixelplayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

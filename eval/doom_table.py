@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelplay.agents.config import bounded
 from pixelplay.envs import EnvSpec, env_spec, make_env
 from pixelplay.envs.errors import MissingDependencyError, PixelplayError
 from pixelplay.eval.baselines import (
@@ -64,41 +65,41 @@ class TableConfig:
 
     map: str = "map02"
     """map of ViZDoom's cig.wad (the CIG 2016 competition maps): map02 is the full deathmatch map the doom-deathmatch env trains on; map01 is rocket launchers only"""
-    bots: int = 8
+    bots: int = bounded(8, low=0, high=15)
     """built-in bots in the single-player games (glample/Arnold's --n_bots default)"""
-    skill: int = 3
+    skill: int = bounded(3, low=1, high=5)
     """Doom skill 1-5 (Arnold: its doom_skill 2, passed to ViZDoom as 2 + 1)"""
-    minutes: float = 15.0
+    minutes: float = bounded(15.0, low=0.01)
     """game time per match, in minutes (Arnold evaluates 15 minutes per map)"""
-    matches: int = 3
+    matches: int = bounded(3, low=1)
     """matches per setting for the agent; the table reports per-match means"""
-    human_matches: int = 1
+    human_matches: int = bounded(1, low=1)
     """matches per setting for the person with --human (each lasts `minutes` of real time)"""
-    mp_bots: int = 0
+    mp_bots: int = bounded(0, low=0, high=14)
     """built-in bots in the multiplayer games (the paper: the agent and the human only)"""
     opponent: str = "random"
     """multiplayer opponent: random, scripted, or a checkpoint / run directory"""
     human: bool = False
-    """a person plays (in a ViZDoom window) instead of the paper's human columns"""
-    bots_readd: str = "respawn"
+    """a person plays in a ViZDoom window (needs a display) in the human columns: against the bots in single player, against the agent in multiplayer"""
+    bots_readd: str = bounded("respawn", choices=("respawn", "match"))
     """when the host re-adds the bots (removebots, then addbot n times): 'respawn' after each respawn of the agent, as glample/Arnold does, or 'match' once per match"""
     settings: tuple[str, ...] = ("single_player", "multiplayer")
     """which halves of the table to play"""
-    seed: int = 1
+    seed: int = bounded(1, low=0, high=2**31 - 1_000_000)
     """base seed: match i of a setting is seeded from it, the same on a retry"""
-    stall_timeout: float = 60.0
+    stall_timeout: float = bounded(60.0, low=1.0)
     """seconds without progress from a player before its match is killed and replayed"""
-    match_timeout: float = 0.0
+    match_timeout: float = bounded(0.0, low=0.0)
     """wall-clock limit per match in seconds (0: derived from `minutes`)"""
-    retries: int = 2
+    retries: int = bounded(2, low=0)
     """replays of a match whose game died or hung, before it is given up"""
-    connect_timeout: float = 30.0
+    connect_timeout: float = bounded(30.0, low=1.0)
     """seconds the multiplayer host waits for the other player to join"""
     device: str = "cpu"
     """torch device of the agents"""
-    epsilon: float | None = None
+    epsilon: float | None = bounded(None, low=0.0, high=1.0)
     """DQN agents: evaluation epsilon (None: the checkpoint's)"""
-    fault: str = ""
+    fault: str = bounded("", choices=("", "hang", "die"))
     """testing only: 'hang' or 'die' makes the first attempt of each setting's first match fail"""
 
     def validate(self) -> None:

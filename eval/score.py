@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelplay.agents.config import bounded
 from pixelplay.envs import EnvSpec, env_spec, make_vec_env
 from pixelplay.envs.atari import MAX_EPISODE_FRAMES
 from pixelplay.envs.errors import PixelplayError
@@ -35,21 +36,21 @@ from pixelplay.eval.policies import PolicySpec, build_env_policy, takes_epsilon
 class ScoreConfig:
     """The evaluation protocol of `python -m pixelplay.eval score`."""
 
-    episodes: int = 10
+    episodes: int = bounded(10, low=1)
     """full games (episodes) to average over"""
-    num_envs: int = 0
+    num_envs: int = bounded(0, low=0)
     """games played in parallel (0: min(episodes, 4))"""
-    seed: int = 1
+    seed: int = bounded(1, low=0, high=2**31 - 1_000_000)
     """base seed; env i is seeded with seed + i"""
-    max_frames: int = MAX_EPISODE_FRAMES
+    max_frames: int = bounded(MAX_EPISODE_FRAMES, low=4)
     """Atari: emulator frames per game before it is cut (108,000 = 30 minutes, the standard cap)"""
-    noop_max: int = 30
+    noop_max: int = bounded(30, low=0)
     """Atari: up to this many no-op actions at the start of each game"""
     sticky_actions: bool = False
     """Atari: repeat the previous action with probability 0.25 (Machado et al. 2018); off as in the DQN papers"""
-    epsilon: float | None = None
+    epsilon: float | None = bounded(None, low=0.0, high=1.0)
     """DQN: evaluation epsilon (None: the checkpoint's eval_epsilon, 0.05 by default as in Mnih et al. 2015)"""
-    backend: str = "auto"
+    backend: str = bounded("auto", choices=("auto", "gymnasium", "envpool"))
     """Atari env backend: auto, gymnasium or envpool"""
     device: str = "cpu"
     """torch device"""
