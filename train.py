@@ -55,9 +55,11 @@ from pixelplay.agents.checkpoint import (
     load_checkpoint,
     make_payload,
     remove_stale_temporaries,
+    rng_state,
     set_rng_state,
 )
 from pixelplay.agents.config import ConfigError, add_flags, bounded, build, split_namespace
+from pixelplay.agents.distributed import Distributed, DistributedError, state_hash
 from pixelplay.envs import ENVS, make_vec_env, resolve_env
 from pixelplay.envs.errors import EnvError, PixelplayError
 
@@ -104,6 +106,8 @@ class RunConfig:
     """show a progress bar"""
     stop_return: float = float("inf")
     """stop early once the mean raw return of the last 20 episodes reaches this (default: never)"""
+    dist_timeout: float = bounded(1800.0, low=1.0)
+    """under torchrun: seconds a rank waits for the others in a collective before giving up"""
 
 
 class Stopped(KeyboardInterrupt):
@@ -272,8 +276,13 @@ class RunLogger:
         self.run_dir = run_dir
         self.start_time = time.time()
         self.recent_returns: deque[float] = deque(maxlen=20)
+        episodes_path = run_dir / "episodes.csv"
+        if episodes_path.exists() and episodes_path.stat().st_size > 0:
+            # A resumed run keeps its file's columns (a run started without torchrun has no rank).
+            with open(episodes_path, newline="") as handle:
+                episode_columns = next(csv.reader(handle))
         self.episode_columns = episode_columns
-        self._episodes_file = open(run_dir / "episodes.csv", "a", newline="")
+        self._episodes_file = open(episodes_path, "a", newline="")
         self._episodes = csv.DictWriter(self._episodes_file, self.episode_columns, extrasaction="ignore")
         if self._episodes_file.tell() == 0:
             self._episodes.writeheader()
@@ -386,12 +395,12 @@ def choose_run_dir(cfg: RunConfig, resuming: bool) -> Path:
     return run_dir
 
 
-def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, device: torch.device) -> dict | None:
-    """The run's latest checkpoint, checked against the run; None when it has none yet."""
+def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, world_size: int) -> dict | None:
+    """The run's latest checkpoint (on the CPU), checked against the run; None when it has none yet."""
     if not (run_dir / "checkpoints" / "latest.pt").exists():
         print(f"'{run_dir}' has no checkpoint yet; starting the run afresh in the same directory", file=sys.stderr)
         return None
-    checkpoint = load_checkpoint(run_dir, map_location=device)
+    checkpoint = load_checkpoint(run_dir, map_location="cpu")
     if checkpoint["algo"] != cfg.algo or checkpoint["env_id"] != cfg.env:
         raise CheckpointError(
             f"'{checkpoint['path']}' holds a {checkpoint['algo']} agent for {checkpoint['env_id']}; "
@@ -405,6 +414,12 @@ def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, device: torch.device) 
             f"'{checkpoint['path']}' cannot be resumed: it lacks {', '.join(missing)} (a weights-only checkpoint "
             "evaluates with python -m pixelplay.eval, but --resume needs the full one train.py writes)"
         )
+    saved_ranks = checkpoint.get("world_size", 1)
+    if saved_ranks != world_size:
+        raise CheckpointError(
+            f"'{checkpoint['path']}' was saved by a run of {saved_ranks} rank(s); resume it with the same number "
+            f"(torchrun --nproc_per_node ... giving {saved_ranks} processes in all), not {world_size}"
+        )
     return checkpoint
 
 
@@ -414,12 +429,42 @@ def write_config(run_dir: Path, cfg: RunConfig, algo_cfg: Any) -> dict:
     return config
 
 
+def _on_rank_0(dist: Distributed, work):
+    """Run ``work()`` on rank 0 and hand its result, or its `PixelplayError`, to every rank."""
+    outcome: tuple[str, Any] = ("ok", None)
+    if dist.is_main:
+        try:
+            outcome = ("ok", work())
+        except PixelplayError as error:
+            outcome = (type(error).__name__, str(error))
+    outcome = dist.broadcast_object(outcome)
+    if outcome[0] != "ok":
+        raise (CheckpointError if outcome[0] == "CheckpointError" else PixelplayError)(outcome[1])
+    return outcome[1]
+
+
+def _elastic_restart(cfg: RunConfig) -> bool:
+    """torchrun re-ran this command after a rank failed (``--max-restarts``) and the run
+    directory holds a checkpoint: resume from it, as Sample Factory's ``restart_behavior=resume``."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return restarts > 0 and bool(cfg.run_dir) and (Path(cfg.run_dir) / "config.json").is_file()
+
+
 def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
     """The training loop, top to bottom. Returns the run directory."""
-    rank = int(os.environ.get("RANK", "0"))  # under torchrun; only rank 0 writes
-    device = pick_device(cfg.device)
-    run_dir = choose_run_dir(cfg, resuming)
-    checkpoint = load_resume_checkpoint(run_dir, cfg, device) if resuming else None
+    dist = Distributed.from_environment(pick_device(cfg.device), cfg.dist_timeout)
+    try:
+        return _train(cfg, algo_cfg, resuming or _elastic_restart(cfg), dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> Path:
+    rank, device, main = dist.rank, dist.device, dist.is_main
+    # Rank 0 decides the run directory and reads the checkpoint; the other ranks receive both.
+    run_dir = Path(_on_rank_0(dist, lambda: str(choose_run_dir(cfg, resuming))))
+    cfg.run_dir = str(run_dir)
+    checkpoint = _on_rank_0(dist, lambda: load_resume_checkpoint(run_dir, cfg, dist.world_size)) if resuming else None
     seed = cfg.seed + 10_000 * rank
     seed_everything(seed)
 
@@ -431,43 +476,55 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
             raise EnvError(f"{cfg.env} has a {envs.single_action_space} action space; pixelplay's agents need Discrete actions")
         agent = ALGOS[cfg.algo].agent(
             algo_cfg, envs.obs_shape, envs.num_actions, envs.num_envs, cfg.total_steps, device,
-            frame_stack=envs.frame_stack,
+            frame_stack=envs.frame_stack, world_size=dist.world_size,
         )
         global_step = 0
         if checkpoint is not None:
             restore_agent(agent, checkpoint, envs.obs_shape, envs.num_actions)
             global_step = checkpoint["global_step"]
-            set_rng_state(checkpoint["rng"])
+            rank_rngs = checkpoint.get("rng_ranks")
+            set_rng_state(rank_rngs[rank] if rank_rngs else checkpoint["rng"] if main else rng_state())
+        if dist.active:
+            # One set of weights: rank 0's (each rank seeded torch with its own seed).
+            dist.broadcast_state({k: v for k, v in agent.state_dict().items() if k != "optimizer"})
+            agent.gradient_sync = dist.average_gradients
+        steps_per_iteration = envs.num_envs * dist.world_size
 
         # Everything that can fail on bad input has been checked: now the run directory is written.
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config = write_config(run_dir, cfg, algo_cfg)
-        remove_stale_temporaries(run_dir)
-        if resuming:
-            dropped = trim_csv(run_dir / "episodes.csv", global_step) + trim_csv(run_dir / "metrics.csv", global_step)
-            if dropped:
-                print(f"resuming at step {global_step}: dropped {dropped} CSV rows logged after that checkpoint",
-                      file=sys.stderr)
+        logger = checkpoints = video = None
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config = write_config(run_dir, cfg, algo_cfg)
+            remove_stale_temporaries(run_dir)
+            if resuming:
+                dropped = trim_csv(run_dir / "episodes.csv", global_step) + trim_csv(run_dir / "metrics.csv", global_step)
+                if dropped:
+                    print(f"resuming at step {global_step}: dropped {dropped} CSV rows logged after that checkpoint",
+                          file=sys.stderr)
+            columns = ["global_step", "wall_time", *(["rank"] if dist.active else []), "env", *envs.spec.episode_columns]
+            logger = cleanup.enter_context(contextlib.closing(RunLogger(run_dir, cfg, columns, config, global_step)))
+            checkpoints = CheckpointManager(run_dir, cfg.keep_checkpoints)
+            video = _video_recorder(cfg, run_dir) if cfg.capture_video else None
         if checkpoint is not None:
             note = agent.resumed(global_step)
-            if note:
+            if note and main:
                 print(note, file=sys.stderr)
-        columns = ["global_step", "wall_time", "env", *envs.spec.episode_columns]
-        logger = cleanup.enter_context(contextlib.closing(
-            RunLogger(run_dir, cfg, columns, config, global_step))) if rank == 0 else None
-        checkpoints = CheckpointManager(run_dir, cfg.keep_checkpoints)
-        video = _video_recorder(cfg, run_dir) if cfg.capture_video and rank == 0 else None
 
-        def save(with_replay: bool) -> int:
-            """Checkpoint the agent as of the step its weights stand for; returns that step."""
+        def save(with_replay: bool, every_rank: bool = True) -> int:
+            """Checkpoint the agent as of the step its weights stand for; returns that step.
+
+            ``every_rank``: a point all ranks reach together (an update), where rank 0 gathers
+            every rank's RNG streams. A stop saves rank 0's alone, waiting on no other rank."""
             at_step = agent.learned_step(global_step)
-            if rank == 0:
+            rngs = dist.gather_objects(rng_state()) if every_rank and dist.active else None
+            if main:
                 state = agent.state_dict()
                 if not with_replay:
                     state.pop("replay", None)
+                extra = {"world_size": dist.world_size, **({"rng_ranks": rngs} if rngs else {})}
                 checkpoints.save(make_payload(
                     cfg.algo, cfg.env, asdict(algo_cfg), asdict(cfg), envs.obs_shape, envs.num_actions,
-                    at_step, state,
+                    at_step, state, extra=extra,
                 ))
             return at_step
 
@@ -477,6 +534,7 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
         next_checkpoint = (global_step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
         last_save_time = time.monotonic()
         steps_at_last_log, time_at_last_log = global_step, time.time()
+        pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
         obs = envs.reset(seed=seed)
         try:
             with _stop_signals_as_interrupts():
@@ -485,52 +543,84 @@ def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
                     result = envs.step(action)
                     agent.observe(obs, action, result)
                     obs = result.obs
-                    global_step += envs.num_envs
-                    if logger and result.episodes:
-                        logger.log_episodes(result.episodes, global_step)
+                    global_step += steps_per_iteration
+                    if result.episodes:
+                        if dist.active:
+                            pending_episodes += [{"global_step": global_step, "rank": rank, **e} for e in result.episodes]
+                        elif logger:
+                            logger.log_episodes(result.episodes, global_step)
                     if agent.ready(global_step):
-                        metrics = agent.update(global_step)
+                        metrics = dist.mean(agent.update(global_step))
                         now = time.time()
                         metrics["charts/steps_per_second"] = (global_step - steps_at_last_log) / max(now - time_at_last_log, 1e-9)
                         steps_at_last_log, time_at_last_log = global_step, now
+                        if dist.active:
+                            gathered = dist.gather_objects(pending_episodes)
+                            pending_episodes = []
+                            if logger:
+                                episodes = sorted((e for part in gathered for e in part), key=lambda e: e["global_step"])
+                                logger.log_episodes(episodes, global_step)
                         if logger:
                             logger.log_metrics(metrics, global_step)
+                        # Rank 0 decides when to save and stop (its clock, its episode log); the
+                        # others follow, so every rank reaches the same collectives.
                         on_schedule = global_step >= next_checkpoint
-                        overdue = cfg.checkpoint_seconds and time.monotonic() - last_save_time >= cfg.checkpoint_seconds
-                        if on_schedule or overdue:
+                        decision = (False, False)
+                        if main:
+                            overdue = bool(cfg.checkpoint_seconds) and time.monotonic() - last_save_time >= cfg.checkpoint_seconds
+                            decision = (on_schedule or overdue, logger.solved(cfg.stop_return))
+                        save_now, solved = dist.broadcast_object(decision)
+                        if save_now:
                             save(with_replay=on_schedule)
                             last_save_time = time.monotonic()
                             next_checkpoint = (global_step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
-                        if logger and logger.solved(cfg.stop_return):
-                            print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping", file=sys.stderr)
+                        if solved:
+                            if main:
+                                print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping",
+                                      file=sys.stderr)
                             break
                     if video is not None:
                         video.maybe_record(agent, global_step)
                     if progress is not None:
-                        progress.update(envs.num_envs)
+                        progress.update(steps_per_iteration)
                         if result.episodes and logger:
                             progress.set_postfix(mean_return=f"{logger.mean_recent_return:.2f}", refresh=False)
         except KeyboardInterrupt as stop:
-            saved_at = save(with_replay=True)
+            saved_at = save(with_replay=True, every_rank=False)
             what = f"stopped by {stop}" if isinstance(stop, Stopped) else "interrupted"
-            print(f"\n{what} at step {global_step}; checkpoint saved at step {saved_at}; continue with "
-                  f"`python train.py --resume {run_dir}`", file=sys.stderr)
+            if main:
+                print(f"\n{what} at step {global_step}; checkpoint saved at step {saved_at}; continue with "
+                      f"`python train.py --resume {run_dir}`", file=sys.stderr)
             raise
-        except EnvError as error:
-            # An emulator crashed mid-run: keep what was learned and say how to go on.
-            saved_at = save(with_replay=True)
-            raise EnvError(f"{error} at step {global_step}; checkpoint saved at step {saved_at}, continue with "
-                           f"`python train.py --resume {run_dir}`") from error
+        except (EnvError, DistributedError) as error:
+            # An emulator crashed, or another rank vanished: keep what was learned, say how to go on.
+            saved_at = save(with_replay=True, every_rank=False)
+            where = f" (rank {rank})" if dist.active else ""
+            raise type(error)(f"{error}{where} at step {global_step}; checkpoint saved at step {saved_at}, continue "
+                              f"with `python train.py --resume {run_dir}`") from error
         save(with_replay=True)
+        _check_ranks_agree(dist, agent)
         mean = logger.mean_recent_return if logger else float("nan")
         episodes = len(logger.recent_returns) if logger else 0
-    if rank == 0:
+    if main:
         print(f"done: {global_step} steps, mean return of the last {episodes} episodes {mean:.2f}; run in {run_dir}")
         print(f"next: watch it    python -m pixelplay.eval watch {run_dir}\n"
               f"      score it    python -m pixelplay.eval score {run_dir}\n"
               f"      plot it     python -m pixelplay.eval plot {run_dir}\n"
               f"      go on       python train.py --resume {run_dir} --total-steps {2 * cfg.total_steps}")
     return run_dir
+
+
+def _check_ranks_agree(dist: Distributed, agent: Any) -> None:
+    """At the end of a torchrun job, every rank must hold the same weights (a hash of each)."""
+    if not dist.active:
+        return
+    weights = {k: v for k, v in agent.state_dict().items() if k != "optimizer"}
+    hashes = dist.gather_objects(state_hash(weights))
+    if dist.is_main:
+        if len(set(hashes)) != 1:
+            raise DistributedError(f"the ranks ended with different weights: hashes {hashes}")
+        print(f"weights identical on all {dist.world_size} ranks (hash {hashes[0]})")
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ training step never copies a minibatch between host and device.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -93,8 +94,15 @@ class DQNAgent:
         total_steps: int,
         device: torch.device,
         frame_stack: int = 1,
+        world_size: int = 1,
     ):
         cfg.check_rollout(num_envs)
+        # Under torchrun the steps this agent is given are global (all ranks together): the
+        # epsilon, learning_starts and target schedules run on them, while train_frequency
+        # counts this rank's own env steps, so every rank takes a gradient step in lockstep.
+        self.world_size = world_size
+        self.gradient_sync: Callable[[Iterable[torch.nn.Parameter]], None] | None = None
+        """Set under torchrun: averages the gradients over the ranks before each optimiser step."""
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs, self.num_actions = num_envs, num_actions
         self.q_net = QNetwork(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions, cfg.dueling)
@@ -171,8 +179,8 @@ class DQNAgent:
         if self._replay is not None and self._replay.num_added > 0:
             return None
         refill = max(self.cfg.learning_starts, self.cfg.batch_size, self.num_envs * (self.cfg.n_step + 1))
-        self.learning_starts = global_step + refill
-        self.last_train_step = max(self.last_train_step, self.learning_starts - self.cfg.train_frequency)
+        self.learning_starts = global_step + refill * self.world_size
+        self.last_train_step = max(self.last_train_step, self.learning_starts - self.train_interval)
         return (f"resuming at step {global_step} with an empty replay (no --save-replay): refilling {refill} "
                 f"steps with the restored policy before the next update")
 
@@ -192,7 +200,12 @@ class DQNAgent:
         self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
 
     def ready(self, step: int) -> bool:
-        return step >= self.learning_starts and step - self.last_train_step >= self.cfg.train_frequency
+        return step >= self.learning_starts and step - self.last_train_step >= self.train_interval
+
+    @property
+    def train_interval(self) -> int:
+        """Global env steps per gradient step: train_frequency of this rank's own steps."""
+        return self.cfg.train_frequency * self.world_size
 
     def learned_step(self, global_step: int) -> int:
         """Every step observed is in the replay (or dropped with it): the checkpoint is current."""
@@ -202,9 +215,10 @@ class DQNAgent:
         cfg = self.cfg
         # Count from learning_starts, not from step 0: the first update is one gradient step (as in
         # CleanRL and SB3), not a burst of learning_starts / train_frequency on the first random data.
-        self.last_train_step = max(self.last_train_step, self.learning_starts - cfg.train_frequency)
-        num_updates = (step - self.last_train_step) // cfg.train_frequency
-        self.last_train_step += num_updates * cfg.train_frequency
+        interval = self.train_interval
+        self.last_train_step = max(self.last_train_step, self.learning_starts - interval)
+        num_updates = (step - self.last_train_step) // interval
+        self.last_train_step += num_updates * interval
         beta = cfg.priority_beta + min(1.0, step / self.total_steps) * (1.0 - cfg.priority_beta)
         for _ in range(num_updates):
             loss, q_mean = self._gradient_step(beta)
@@ -247,6 +261,8 @@ class DQNAgent:
         loss = (batch.weight * elementwise).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.gradient_sync is not None:
+            self.gradient_sync(self.q_net.parameters())
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
         self.optimizer.step()

@@ -7,6 +7,7 @@ minibatch steps; A2C takes one plain policy-gradient step over the whole rollout
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -167,9 +168,13 @@ class PPOAgent:
         total_steps: int,
         device: torch.device,
         frame_stack: int = 1,
+        world_size: int = 1,
     ):
         # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
         cfg.check_rollout(num_envs)
+        self.world_size = world_size
+        self.gradient_sync: Callable[[Iterable[torch.nn.Parameter]], None] | None = None
+        """Set under torchrun: averages the gradients over the ranks before each optimiser step."""
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs = num_envs
         self.net = ActorCritic(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions)
@@ -242,12 +247,12 @@ class PPOAgent:
     def learned_step(self, global_step: int) -> int:
         """The env step the weights come from: a partial rollout not yet learned from does not
         count, so that a checkpoint saved mid-rollout makes --resume collect that rollout again."""
-        return global_step - self.storage.step * self.num_envs
+        return global_step - self.storage.step * self.num_envs * self.world_size
 
     def update(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         if cfg.anneal_lr:
-            frac = max(0.0, 1.0 - (step - self.batch_size) / self.total_steps)
+            frac = max(0.0, 1.0 - (step - self.batch_size * self.world_size) / self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = frac * cfg.learning_rate
         with torch.no_grad():
@@ -276,6 +281,8 @@ class PPOAgent:
                 )
                 self.optimizer.zero_grad(set_to_none=True)
                 terms.total.backward()
+                if self.gradient_sync is not None:
+                    self.gradient_sync(self.net.parameters())
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 sums += torch.stack([t.detach() for t in terms])
