@@ -5,8 +5,9 @@ Two settings, as in the paper:
 * **single player**: the agent plays deathmatch against the game's built-in bots, alone with
   them in its own game (and, with ``--human``, a person does the same in a separate game);
 * **multiplayer**: the agent and an opponent (a second checkpoint, a scripted or random player,
-  or a person) in one game, hosted on the loopback interface only (``-host 2 -port P -netmode 0``
-  and ``-join 127.0.0.1 -port P``).
+  or a person) in one game (``-host 2 -port P -netmode 0`` and ``-join 127.0.0.1 -port P``). ZDoom
+  binds the port on every address, so each match runs in a network namespace of its own with only
+  loopback (`eval.match`); where none can be made, the protocol says the port was open.
 
 Each match is played by `eval.match`: every player in its own process, the match guarded
 against stalls, deaths and overruns and replayed (same seed) up to ``retries`` times; such a
@@ -44,7 +45,7 @@ from pixelplay.eval.baselines import (
     paper_kd_mismatches,
 )
 from pixelplay.eval.common import atomic_write_json, atomic_write_text, display_available
-from pixelplay.eval.match import MatchRecord, PlayerSpec, free_udp_port, run_match
+from pixelplay.eval.match import MatchRecord, PlayerSpec, free_udp_port, network_note, run_match
 from pixelplay.eval.policies import PolicySpec
 
 TABLE_ENV = "doom-deathmatch"
@@ -322,7 +323,8 @@ def protocol(cfg: TableConfig) -> dict[str, Any]:
     return {
         "wad": f"ViZDoom {host.scenario.config.replace('.cfg', '.wad')}, map {cfg.map}",
         "server": f"-host 1 {host.server_args} (single player); -host 2 -port P -netmode 0 and "
-                  f"-join 127.0.0.1 -port P (multiplayer, loopback only)",
+                  f"-join 127.0.0.1 -port P (multiplayer)",
+        **({"network": network_note(cfg.human)} if "multiplayer" in cfg.settings else {}),
         "bots": f"{cfg.bots} built-in bots in single player, {cfg.mp_bots} in multiplayer; removebots then addbot "
                 + ("after each respawn of the agent (Arnold)" if cfg.bots_readd == "respawn" else "once per match"),
         "skill": cfg.skill,
