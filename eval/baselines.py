@@ -66,13 +66,6 @@ ATARI: dict[str, AtariGame] = {
 }
 """Games with references, keyed by ALE's game name (``breakout``, as in ``ALE/Breakout-v5``)."""
 
-EVAL_PROTOCOL = (
-    "full games (all lives), up to 30 no-op starts, episodes capped at 108,000 frames "
-    "(27,000 agent steps at frame skip 4), raw unclipped score (Mnih et al. 2015; Machado et al. 2018)"
-)
-"""The Atari evaluation protocol the references were measured with."""
-
-
 def atari_game_name(env_id: str) -> str:
     """``breakout`` for ``breakout``, ``ALE/Breakout-v5`` and ``BreakoutNoFrameskip-v4``; ALE's
     snake-case names (``ms_pacman`` for ``MsPacman``)."""
@@ -108,9 +101,6 @@ def human_normalized_score(env_id: str, score: float) -> float:
         return math.nan
     return human_normalized(score, game.random.score, game.human.score)
 
-
-HUMAN_RETURN: dict[str, float] = {name: game.human.score for name, game in ATARI.items()}
-"""Human episode return per Atari game (the learning-curve plots draw it as a line)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -319,3 +319,55 @@ def test_dqn_resume_without_the_replay_refills_it_then_learns(tmp_path, capsys):
     assert resumed[0] >= 500
     # One gradient step per metrics row before the stop (100..400) and at 500, 504, ..., 800 after it.
     assert load_checkpoint(run_dir)["agent"]["gradient_steps"] == (400 - 100) // 4 + 1 + (800 - 500) // 4 + 1
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_cli_resume_restores_weights_optimizer_and_rng_of_the_saved_run(algo, tmp_path, monkeypatch):
+    """--resume through train.main: at the moment the agent is told it resumed, its weights,
+    optimizer state and every RNG stream equal what the checkpoint holds (each line of the
+    restore, removed, makes this fail)."""
+    run_dir = tmp_path / algo
+    extra = ["--learning-starts", "16", "--num-envs", "1"] if algo == "dqn" else ["--num-envs", "2", *SMALL_PPO[:6]]
+    assert train.main(["--algo", algo, "--env", "doom-basic", "--total-steps", "64", "--run-dir", str(run_dir),
+                       "--no-track", "--no-progress", *extra]) == 0
+    saved = load_checkpoint(run_dir)
+    seen = {}
+    agent_cls = ALGOS[algo].agent
+
+    def spy(self, global_step):
+        seen["agent"] = {k: v for k, v in self.state_dict().items() if k != "replay"}
+        seen["torch"], seen["numpy"], seen["python"] = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        seen["step"] = global_step
+        return None
+
+    monkeypatch.setattr(agent_cls, "resumed", spy)
+    assert train.main(["--resume", str(run_dir), "--total-steps", "64", "--no-track", "--no-progress"]) == 0
+    assert seen["step"] == saved["global_step"] == 64
+
+    def same(a, b, where="agent"):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a.cpu(), b.cpu()), where
+        elif isinstance(a, dict):
+            assert set(a) == set(b), where
+            for key in a:
+                same(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, (list, tuple)):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                same(x, y, f"{where}[{i}]")
+        else:
+            assert a == b, where
+
+    same(seen["agent"], {k: v for k, v in saved["agent"].items() if k != "replay"})
+    assert seen["agent"]["optimizer"]["state"], "the optimizer's moments were not restored"
+    assert torch.equal(seen["torch"], saved["rng"]["torch"])
+    assert np.array_equal(seen["numpy"][1], saved["rng"]["numpy"]["keys"].numpy().astype(np.uint32))
+    assert list(seen["python"][1]) == list(saved["rng"]["python"])
+
+
+def test_every_algorithm_follows_the_agent_protocol():
+    from pixelplay.agents.agent import Agent
+
+    for name, algo in ALGOS.items():
+        agent = algo.agent(make_config(name, {"features_dim": 16}), (4, 68, 68), 3, 2, 100, torch.device("cpu"))
+        assert isinstance(agent, Agent), name
