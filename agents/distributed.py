@@ -61,10 +61,11 @@ class Distributed:
             backend = "nccl"
         else:
             backend = "gloo"
+        timeout = dt.timedelta(seconds=timeout_s)
         try:
-            torch_dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                          timeout=dt.timedelta(seconds=timeout_s))
-        except (RuntimeError, ValueError) as error:
+            torch_dist.init_process_group(backend, store=_job_store(rank, world_size, timeout), rank=rank,
+                                          world_size=world_size, timeout=timeout)
+        except (RuntimeError, ValueError, KeyError) as error:
             raise DistributedError(f"rank {rank} could not join the torchrun job: {_first_line(error)}") from None
         return cls(rank, world_size, local_rank, device)
 
@@ -142,6 +143,22 @@ class Distributed:
     def close(self) -> None:
         if self.active and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+def _job_store(rank: int, world_size: int, timeout: dt.timedelta):
+    """The key-value store the ranks meet in, with a namespace of its own per torchrun restart.
+
+    torchrun's agent shares its rendezvous store with the workers and keeps it across elastic
+    restarts, so a restarted rank could read the address a dead rank published in the previous
+    round and fail to connect (seen as gloo's "Connection refused" in about half of the restarts
+    of tests/test_distributed.py). A prefix per restart count leaves no stale keys to read.
+    """
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = torch_dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=rank == 0 and not agent_hosts_it, timeout=timeout, multi_tenant=not agent_hosts_it,
+    )
+    return torch_dist.PrefixStore(f"pixelplay/restart-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def state_hash(state: Any) -> str:
