@@ -16,7 +16,12 @@ the step that ends an episode, so the kill that ends a ``basic`` episode is lost
   deathmatch the player respawns, so a match only ever ends truncated). ViZDoom has no screen
   once an episode has finished, so the observation of that last step repeats the last frames;
 * on the step that ends an episode, ``info[EPISODE_INFO_KEY]`` holds the raw return, the length
-  in agent steps and the DOOM table statistics (`envs.doom_stats`).
+  in agent steps and the DOOM table statistics (`envs.doom_stats`);
+* game features (option ``game_features``, off by default): ``info[GAME_FEATURES_INFO_KEY]``
+  from ``reset`` and every ``step`` holds float32 (F,) labels of the observation returned, 1.0
+  where an object of that kind (`GAME_FEATURES`: an enemy, a medikit...) is visible in its
+  newest frame, read from ViZDoom's labels buffer: the training targets of Lample & Chaplot's
+  "game feature augmentation" (AAAI 2017). See `GameFeatureLabeller`.
 
 The scenarios are data in `envs.scenarios`; `DoomSettings` is one env's scenario as overridden by
 the caller's options, checked once. `make_doom_vec` (called by `envs.make_vec_env`) puts
@@ -54,7 +59,7 @@ from pixelplay.envs.scenarios import (
     scenario_name,
 )
 from pixelplay.envs.spec import DOOM, EnvSpec
-from pixelplay.envs.vec import EPISODE_INFO_KEY, GymVecEnv
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, GymVecEnv
 
 __all__ = [
     # The scenario table lives in envs.scenarios; these names stay importable from here.
@@ -67,11 +72,140 @@ __all__ = [
     # This module's own.
     "DoomEnv",
     "DoomSettings",
+    "GAME_FEATURES",
+    "GAME_FEATURE_OBJECTS",
+    "GameFeatureLabeller",
+    "MIN_VISIBLE_PIXELS",
     "OPTIONS",
     "doom_spec",
     "make_doom_vec",
     "step_reward",
 ]
+
+
+# ---------------------------------------------------------------------------- game features
+GAME_FEATURES: tuple[str, ...] = ("enemy", "health", "weapon", "ammo")
+"""The game features an env can label its observations with (option ``game_features``): the
+ones of Lample & Chaplot 2017 ("Playing FPS Games with Deep Reinforcement Learning", section
+"Game feature augmentation"; glample/Arnold, ``src/doom/labels.py``). Each is 1.0 when at least
+one object of its kind (`GAME_FEATURE_OBJECTS`) shows at least `MIN_VISIBLE_PIXELS` pixels."""
+
+GAME_FEATURE_OBJECTS: dict[str, frozenset[str]] = {
+    # Other players (the built-in bots are DoomPlayer objects too) and monsters: the Doom II
+    # monster classes, Arnold's scripted marines and ViZDoom's own (defend_the_center's
+    # MarineChainsawVzd). Any object that ViZDoom >= 1.3 puts in the "Player" or "Monster"
+    # category counts as well (`ENEMY_CATEGORIES`), so a scenario's custom monster is not missed.
+    # Corpses (DeadDoomPlayer, DeadZombieman...) are "Gore", not enemies.
+    "enemy": frozenset({
+        "DoomPlayer",
+        "Zombieman", "ShotgunGuy", "ChaingunGuy", "WolfensteinSS", "DoomImp", "Demon", "Spectre",
+        "LostSoul", "Cacodemon", "HellKnight", "BaronOfHell", "Arachnotron", "PainElemental",
+        "Revenant", "Fatso", "Archvile", "SpiderMastermind", "Cyberdemon",
+        "MarineBFG", "MarineBerserk", "MarineChaingun", "MarineChainsaw", "MarineFist",
+        "MarinePistol", "MarinePlasma", "MarineRailgun", "MarineRocket", "MarineSSG",
+        "MarineShotgun", "MarineChainsawVzd",
+    }),
+    # Pickups that restore health: medikits and stimpacks (health_gathering_supreme's are
+    # CustomMedikit; its Poison vials, also in ViZDoom's "Health" category, are not). Arnold also
+    # counts armour and health bonuses here; armour is not health, so they are left out.
+    "health": frozenset({"Medikit", "Stimpack", "CustomMedikit"}),
+    # Weapon pickups (Arnold's list).
+    "weapon": frozenset({
+        "Pistol", "Shotgun", "SuperShotgun", "Chaingun", "RocketLauncher", "PlasmaRifle", "BFG9000",
+        "Chainsaw",
+    }),
+    # Ammo pickups (Arnold's list) and the backpack, which holds ammo of every kind.
+    "ammo": frozenset({
+        "Clip", "ClipBox", "Shell", "ShellBox", "RocketAmmo", "RocketBox", "Cell", "CellPack", "Backpack",
+    }),
+}
+"""ViZDoom object names (``Label.object_name``, the actor class) per game feature."""
+
+ENEMY_CATEGORIES = frozenset({"Player", "Monster"})
+"""``Label.object_category`` values (ViZDoom >= 1.3) that count as an ``enemy`` whatever the name."""
+
+SELF_CATEGORY = "Self"
+PLAYER_SPRITE_LABEL = 255
+"""The player's own objects are in the labels too (its weapon sprite, ~800 pixels of a 160x120
+frame, in every frame), and never count: ViZDoom >= 1.3 files them under the "Self" category,
+and ViZDoom gives the weapon sprite the label value 255, other objects values below it
+(viz_labels.cpp), which is how Arnold tells the player's own DoomPlayer from the others
+(``value != 255``) where there are no categories."""
+
+MIN_VISIBLE_PIXELS = 4
+"""An object counts as visible when at least this many of its pixels are on a 160x120 screen
+(scaled with the screen's area at other resolutions: 64 at 640x480). ViZDoom also lists objects
+whose sprite is hidden behind walls or other sprites, with 0 pixels in the labels buffer (in
+deathmatch on map02, most of the bots it lists), so being listed is not being visible. Arnold
+reads its training features from the USER1 game variable of its own scenario files; its labels-
+buffer variant (glample/Arnold ``src/doom/utils.py``) counts any pixel (``np.any``). 4 pixels,
+about 1.5 pixels of an 84x84 observation, keeps out a speck that the agent could not see."""
+
+_REFERENCE_SCREEN = 160 * 120
+
+
+class GameFeatureLabeller:
+    """Turns a ViZDoom state's labels into the game-feature labels of its frame.
+
+    ``labeller(state.labels, state.labels_buffer)`` is float32 (F,), one entry per name of
+    ``features`` in that order: 1.0 when some object of that kind (`GAME_FEATURE_OBJECTS`), not
+    the player's own, covers at least `MIN_VISIBLE_PIXELS` pixels of the labels buffer inside its
+    bounding box, else 0.0. The game must run with ``set_labels_buffer_enabled(True)``.
+    """
+
+    def __init__(self, features: tuple[str, ...]):
+        self.features = tuple(features)
+        self._index = {}
+        for i, feature in enumerate(self.features):
+            for name in GAME_FEATURE_OBJECTS[feature]:
+                self._index[name] = i
+        self._enemy = self.features.index("enemy") if "enemy" in self.features else None
+
+    def _feature_of(self, label) -> int | None:
+        category = getattr(label, "object_category", None)  # ViZDoom >= 1.3
+        if category == SELF_CATEGORY or label.value == PLAYER_SPRITE_LABEL:
+            return None
+        index = self._index.get(label.object_name)
+        if index is None and category in ENEMY_CATEGORIES:
+            index = self._enemy
+        return index
+
+    def __call__(self, labels, labels_buffer: np.ndarray | None) -> np.ndarray:
+        found = np.zeros(len(self.features), np.float32)
+        if labels_buffer is None:
+            return found
+        min_pixels = max(1, math.ceil(MIN_VISIBLE_PIXELS * labels_buffer.size / _REFERENCE_SCREEN))
+        for label in labels:
+            index = self._feature_of(label)
+            if index is None or found[index]:
+                continue
+            x, y = max(int(label.x), 0), max(int(label.y), 0)
+            box = labels_buffer[y : y + int(label.height), x : x + int(label.width)]
+            if np.count_nonzero(box == label.value) >= min_pixels:
+                found[index] = 1.0
+        return found
+
+
+def _game_features(value: Any) -> tuple[str, ...]:
+    """The ``game_features`` option as a tuple of known names: a sequence of names, or one string
+    of comma-separated names (as from a command line); order kept, it is the label columns'."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        names = [name.strip() for name in value.split(",") if name.strip()]
+    else:
+        try:
+            names = [str(name) for name in value]
+        except TypeError:
+            raise EnvError(f"game_features must be names among {', '.join(GAME_FEATURES)}, got {value!r}") from None
+    unknown = [name for name in names if name not in GAME_FEATURES]
+    if unknown:
+        raise EnvError(
+            f"unknown game feature(s) {', '.join(map(repr, unknown))}; known: {', '.join(GAME_FEATURES)}"
+        )
+    if len(set(names)) != len(names):
+        raise EnvError(f"game_features names a feature twice: {names}")
+    return tuple(names)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +245,9 @@ class DoomSettings:
     """map name, e.g. map01 (None: the cfg's); default: the scenario's"""
     doom_skill: int | None = None
     """Doom skill 1-5 (None: the cfg's)"""
+    game_features: tuple[str, ...] = ()
+    """label each observation with these `GAME_FEATURES` (e.g. ("enemy",), or "enemy,health"),
+    in ``info[GAME_FEATURES_INFO_KEY]``; empty (default): no labels, and no labels buffer"""
 
     # ---- Rendering and recording
     render_native: bool = False
@@ -192,6 +329,7 @@ class DoomSettings:
             if getattr(self, name) is not None:  # None: the cfg's
                 put(name, kind(getattr(self, name)))
         put("record_lmp", str(self.record_lmp) if self.record_lmp else None)
+        put("game_features", _game_features(self.game_features))
         put("window_visible", self.human or bool(self.window_visible))
 
         if self.frame_skip < 1 or self.frame_stack < 1:
@@ -391,6 +529,11 @@ class DoomEnv(gym.Env):
     Besides the gymnasium API, what evaluation reads: `frame_skip`, `episode_timeout`,
     `action_names`, `scenario`/`scenario_name`, `stats` (the DOOM table statistics of the running
     episode), `episode_tic`, `readd_bots` and the deathmatch's `engine_args`/`server_args`.
+
+    With ``game_features`` set, ``info[GAME_FEATURES_INFO_KEY]`` (from `reset` and every `step`)
+    holds the float32 (F,) labels of the returned observation's newest frame (`GameFeatureLabeller`).
+    On the step that ends an episode the observation repeats the last frames, and so do its
+    labels. Without the option there is no such key, and ViZDoom renders no labels buffer.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": TICRATE}
@@ -439,6 +582,9 @@ class DoomEnv(gym.Env):
         self._frag_index = self._variables.index("FRAGCOUNT") if "FRAGCOUNT" in self._variables else None
         self._stack = np.zeros(shape, np.uint8)
         self._screen: np.ndarray | None = None
+        features = settings.game_features
+        self._labeller = GameFeatureLabeller(features) if features else None
+        self._frame_features = np.zeros(len(features), np.float32)
         self.tracker = DoomStatsTracker()
         self.game = None
         self._episodes = 0
@@ -512,6 +658,8 @@ class DoomEnv(gym.Env):
         rgb = settings.render_native or not settings.grey
         game.set_screen_format(vzd.ScreenFormat.RGB24 if rgb else vzd.ScreenFormat.GRAY8)
         game.set_sound_enabled(False)
+        if settings.game_features:  # only then: the engine renders one more buffer per frame
+            game.set_labels_buffer_enabled(True)
         if spec.render_crosshair:
             game.set_render_crosshair(True)
         if settings.render_hud is not None:
@@ -556,6 +704,16 @@ class DoomEnv(gym.Env):
             return tuple(state.game_variables.tolist())
         get, vzd = self.game.get_game_variable, _vizdoom()
         return tuple(get(getattr(vzd.GameVariable, v)) for v in self._variables)
+
+    def _label_frame(self, state) -> None:
+        """The game features of ``state``'s frame (the observation's newest), if asked for."""
+        if self._labeller is not None:
+            self._frame_features = self._labeller(state.labels, state.labels_buffer)
+
+    def _info(self) -> dict[str, Any]:
+        if self._labeller is None:
+            return {}
+        return {GAME_FEATURES_INFO_KEY: self._frame_features.copy()}
 
     def _push_frame(self, state) -> None:
         cv2 = self._cv2
@@ -620,12 +778,14 @@ class DoomEnv(gym.Env):
         self.tracker.reset(dict(zip(self._variables, values, strict=True)))
         self._raw_return = 0.0
         self._length = 0
+        self._frame_features[:] = 0.0
         if state is not None:
             self._push_frame(state)
+            self._label_frame(state)
             frame_stack = self.settings.frame_stack
             if frame_stack > 1:
                 self._stack[:] = np.concatenate([self._stack[-self._channels :]] * frame_stack)
-        return self._stack.copy(), {}
+        return self._stack.copy(), self._info()
 
     def _step_game(self, action):
         game = self.game
@@ -667,7 +827,7 @@ class DoomEnv(gym.Env):
         )
 
         terminated = truncated = False
-        info: dict[str, Any] = {}
+        info = self._info() if finished else {}  # finished: the last frame's labels, as obs
         if finished:
             # A timeout is a time limit, not a death: the learner bootstraps there. In a deathmatch
             # only the timeout ends a match (the player respawns), even one that finds it dead.
@@ -685,6 +845,8 @@ class DoomEnv(gym.Env):
                 game.respawn_player()
                 state = game.get_state() or state
             self._push_frame(state)
+            self._label_frame(state)
+            info.update(self._info())
         return self._stack.copy(), float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
@@ -736,6 +898,7 @@ def doom_spec(name: str, scenario: str, *, training: bool = True, **options: Any
         max_train_steps=step_cap(train_env),
         max_eval_steps=step_cap(eval_env),
         episode_columns=("return", "length", "kills", "deaths", "suicides", "objects"),
+        game_features=train_env.settings.game_features,
     )
 
 
@@ -770,4 +933,4 @@ def make_doom_vec(
         functools.partial(DoomEnv, spec, seed=seed + rank, training=training, rank=rank, **options)
         for rank in range(num_envs)
     ]
-    return GymVecEnv(fns, device, frame_stack=settings.frame_stack)
+    return GymVecEnv(fns, device, frame_stack=settings.frame_stack, game_features=settings.game_features)

@@ -37,6 +37,10 @@ class EnvSpec:
     """the same for evaluation (Atari: 27,000 steps = 108,000 frames; Doom: the eval timeout)"""
     episode_columns: tuple[str, ...]
     """the fields of a finished game's record (``StepResult.episodes``), in CSV order"""
+    game_features: tuple[str, ...] = ()
+    """the game features labelled on each observation (``StepResult.labels`` columns, in order),
+    e.g. ``("enemy",)`` for ViZDoom's ``game_features`` option; empty when off (and for Atari).
+    An agent sizes an auxiliary prediction head with ``len(spec.game_features)``."""
 
     @property
     def steps_per_second(self) -> Fraction:

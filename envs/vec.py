@@ -14,7 +14,12 @@ backend quirks:
   ``truncated`` means it was cut by a time limit: a learner bootstraps from ``final_obs`` there;
 * ``episodes`` lists the *full games* that ended this step, with their raw (unclipped) return,
   length and any game statistics (Doom kills, deaths, ...). With Atari's life-loss-as-episode-end
-  a game spans several training episodes; the record is written once, at game over.
+  a game spans several training episodes; the record is written once, at game over;
+* ``labels`` (optional) are per-frame training targets that travel with the observations: a
+  float32 (N, F) tensor of what is on screen in each row of ``obs`` (ViZDoom's game features,
+  ``EnvSpec.game_features`` names the F columns), or None for an env that has none.
+  `VecEnv.labels` holds the labels of the observations last returned by ``reset`` *or* ``step``,
+  so the first observations (from ``reset``) have theirs too.
 """
 
 from __future__ import annotations
@@ -40,6 +45,12 @@ _PIPE_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError)
 EPISODE_INFO_KEY = "pixelplay_episode"
 """Key under which a single env's ``info`` carries the record of a finished full game."""
 
+GAME_FEATURES_INFO_KEY = "game_features"
+"""Key under which a single env's ``info`` (from ``reset`` and from every ``step``) carries the
+float32 (F,) game-feature labels of the observation it returns, when it has game features
+(`envs.doom.DoomEnv`'s ``game_features`` option); `GymVecEnv` gathers them into
+`StepResult.labels`."""
+
 
 class StepResult(NamedTuple):
     """One vectorised step, all tensors on the training device."""
@@ -56,6 +67,11 @@ class StepResult(NamedTuple):
     """uint8 (N, C, H, W): last observation of the finished episode where done, else equal to obs."""
     episodes: list[dict[str, Any]]
     """Full games that ended this step: ``{"env": i, "return": ..., "length": ..., <game stats>}``."""
+    labels: torch.Tensor | None = None
+    """float32 (N, F), 0.0 or 1.0: the game-feature labels of ``obs``, row for row, column ``j``
+    for the feature ``spec.game_features[j]`` (e.g. 1.0: an enemy is visible). They describe the
+    frame ``obs`` ends on: for a finished env, the first frame of its new episode, as ``obs``
+    (not ``final_obs``). None when the env has no game features (the default, and Atari)."""
 
 
 class VecEnv:
@@ -69,6 +85,12 @@ class VecEnv:
     """How many frames each observation stacks along C (the replay stores each frame once)."""
     spec: EnvSpec
     """What env this is (name, frame skip, actions, step caps...); set by `make_vec_env`."""
+    game_features: tuple[str, ...] = ()
+    """The names of the label columns (`StepResult.labels`); empty when the env has none."""
+    labels: torch.Tensor | None = None
+    """float32 (N, F): the labels of the observations that `reset` or `step` returned last (so,
+    after ``obs = envs.reset()``, those of ``obs``; after a step, ``result.labels``). None when
+    the env has no game features, and before the first reset."""
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
@@ -85,7 +107,10 @@ class VecEnv:
         return tensor.to(self.device, non_blocking=True)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
-        return self._to_device(self._reset(seed))
+        """Reset every env; the first observations. Their labels, if any, are in `labels`."""
+        obs = self._to_device(self._reset(seed))
+        self.labels = self._labels_to_device()
+        return obs
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
         if isinstance(actions, torch.Tensor):
@@ -93,6 +118,7 @@ class VecEnv:
         obs, reward, terminated, truncated, final_obs, episodes = self._step(np.asarray(actions))
         # A step that is both (ViZDoom flags timeouts so) is a time limit, not a death.
         terminated = np.logical_and(terminated, np.logical_not(truncated))
+        self.labels = labels = self._labels_to_device()
         return StepResult(
             obs=self._to_device(obs),
             reward=self._to_device(reward, torch.float32),
@@ -100,7 +126,17 @@ class VecEnv:
             truncated=self._to_device(truncated, torch.bool),
             final_obs=self._to_device(final_obs),
             episodes=episodes,
+            labels=labels,
         )
+
+    def _labels_to_device(self) -> torch.Tensor | None:
+        labels = self._latest_labels()
+        return None if labels is None else self._to_device(labels, torch.float32)
+
+    def _latest_labels(self) -> np.ndarray | None:
+        """float32 (N, F): the labels of the observations `_reset` or `_step` returned last; None
+        for a backend without game features (this default: no cost, no tensor)."""
+        return None
 
     def _reset(self, seed: int | None) -> np.ndarray:
         raise NotImplementedError
@@ -122,11 +158,15 @@ class GymVecEnv(VecEnv):
     """A gymnasium vector env (sync or async) of single envs that follow pixelplay's conventions.
 
     Each single env returns uint8 (C, H, W) observations and, on the step that ends a full game,
-    puts the game's record in ``info[EPISODE_INFO_KEY]`` (a flat dict of numbers).
+    puts the game's record in ``info[EPISODE_INFO_KEY]`` (a flat dict of numbers). With
+    ``game_features`` (the label names, in column order), each single env must also put the
+    float32 (F,) labels of the observation it returns in ``info[GAME_FEATURES_INFO_KEY]``, from
+    ``reset`` and from every ``step``: with the same-step autoreset, a finished env's ``info``
+    is its reset's, so its row describes the new episode's first frame, as ``obs`` does.
     """
 
     def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None,
-                 frame_stack: int = 1):
+                 frame_stack: int = 1, game_features: tuple[str, ...] = ()):
         if asynchronous is None:
             asynchronous = len(env_fns) > 1
         mode = gym.vector.AutoresetMode.SAME_STEP
@@ -156,13 +196,16 @@ class GymVecEnv(VecEnv):
         self.single_action_space = self.envs.single_action_space
         self.device = torch.device(device)
         self.frame_stack = frame_stack
+        self.game_features = tuple(game_features)
+        self._labels: np.ndarray | None = None
 
     def _reset(self, seed):
         if isinstance(self.envs, gym.vector.AsyncVectorEnv):
-            obs, _ = self._call_workers("reset", self.envs.reset_async, self.envs.reset_wait, seed=seed)
+            obs, info = self._call_workers("reset", self.envs.reset_async, self.envs.reset_wait, seed=seed)
             self._note_emulator_processes()
         else:
-            obs, _ = self.envs.reset(seed=seed)
+            obs, info = self.envs.reset(seed=seed)
+        self._labels = self._gather_labels(info)
         return obs
 
     def _step(self, actions):
@@ -171,6 +214,7 @@ class GymVecEnv(VecEnv):
         else:
             result = self.envs.step(actions)
         obs, reward, terminated, truncated, info = result
+        self._labels = self._gather_labels(info)
         done = np.logical_or(terminated, truncated)
         final_obs = obs.copy()
         episodes: list[dict[str, Any]] = []
@@ -185,6 +229,25 @@ class GymVecEnv(VecEnv):
                 for i in np.flatnonzero(mask):
                     episodes.append({"env": int(i), **_unstack_record(records, i)})
         return obs, reward, terminated, truncated, final_obs, episodes
+
+    def _latest_labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def _gather_labels(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The (N, F) labels the single envs put in their ``info``; None without game features."""
+        if not self.game_features:
+            return None
+        labels, present = info.get(GAME_FEATURES_INFO_KEY), info.get("_" + GAME_FEATURES_INFO_KEY)
+        if labels is None or present is None or not np.all(present):
+            missing = "all" if present is None else np.flatnonzero(~np.asarray(present)).tolist()
+            raise EnvError(
+                f"the envs were built with game features {self.game_features} but some returned no "
+                f"labels in info[{GAME_FEATURES_INFO_KEY!r}] (envs: {missing})"
+            )
+        shape = (self.num_envs, len(self.game_features))
+        if np.shape(labels) != shape:
+            raise EnvError(f"game-feature labels of shape {np.shape(labels)}, expected {shape} ({self.game_features})")
+        return np.asarray(labels, dtype=np.float32)
 
     def call(self, name: str, *args, **kwargs):
         """Call a method on every single env (e.g. to read the game's native screen)."""
