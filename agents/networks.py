@@ -171,6 +171,85 @@ class ActorCritic(nn.Module):
         return self.policy(features), self.value(features).squeeze(-1)
 
 
+MEMORIES = ("none", "lstm", "gru")
+"""Recurrent cores by the name the CLI takes (``--memory``); none is the feed-forward `ActorCritic`."""
+
+
+class RecurrentActorCritic(nn.Module):
+    """`ActorCritic` with a recurrent core (LSTM or GRU) between the features and the heads, as in
+    CleanRL's ``ppo_atari_lstm.py``: features -> core (``memory_size`` wide) -> policy and value.
+
+    The core's state is one tensor ``(k, B, memory_size)``: k = 2 for an LSTM (h and c stacked),
+    1 for a GRU; `initial_state` gives zeros. `forward` unrolls T steps of B sequences: ``obs`` is
+    time-major and flat, (T * B, C, H, W), ``first`` (T, B) marks the steps that start an
+    episode, where the state is zeroed before the step (None: no episode starts). The core and
+    the heads run in fp32 whatever the caller's autocast: only the extractor takes bf16, so a
+    state carried over hundreds of steps is not rounded to bf16 at each.
+    """
+
+    def __init__(self, extractor: nn.Module, num_actions: int, memory: str = "lstm", memory_size: int = 128):
+        super().__init__()
+        if memory not in ("lstm", "gru"):
+            raise PixelplayError(f"memory must be lstm or gru for a recurrent core, got '{memory}'")
+        self.extractor = extractor
+        self.memory, self.memory_size = memory, memory_size
+        core = nn.LSTM if memory == "lstm" else nn.GRU
+        self.core = core(extractor.features_dim, memory_size)
+        for name, param in self.core.named_parameters():  # CleanRL: orthogonal weights, zero biases
+            if "bias" in name:
+                nn.init.constant_(param, 0.0)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+        self.state_layers = 2 if memory == "lstm" else 1
+        self.policy = layer_init(nn.Linear(memory_size, num_actions), gain=0.01)
+        self.value = layer_init(nn.Linear(memory_size, 1), gain=1.0)
+
+    def initial_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zeros: the state at an episode's start, for ``batch`` sequences."""
+        return torch.zeros(self.state_layers, batch, self.memory_size, device=device)
+
+    def forward(
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits (T * B, A), value (T * B,), state after the last step)`` for T steps of B
+        sequences from ``state``; see the class docstring for ``obs`` and ``first``."""
+        batch = state.shape[1]
+        features = self.extractor(obs)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float().reshape(-1, batch, features.shape[-1])
+            hidden, state = self.unroll(features, state, first)
+            hidden = hidden.reshape(-1, self.memory_size)
+            return self.policy(hidden), self.value(hidden).squeeze(-1), state
+
+    def unroll(
+        self, features: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The core over ``features`` (T, B, F): outputs (T, B, H) and the final state.
+
+        Where any sequence starts an episode the run is split and that sequence's state zeroed
+        (CleanRL masks the state before every step; runs without a start go to the core whole)."""
+        steps = features.shape[0]
+        starts = [0]
+        if first is not None:
+            marked = first.any(dim=1)
+            marked[0] = True
+            starts = marked.nonzero().flatten().tolist()  # one sync, for the segment bounds
+        outputs = []
+        for begin, end in zip(starts, [*starts[1:], steps], strict=True):
+            if first is not None:
+                state = state * (~first[begin]).to(state.dtype).view(1, -1, 1)
+            out, state = self._run(features[begin:end], state)
+            outputs.append(out)
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
+
+    def _run(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.memory == "lstm":
+            out, (h, c) = self.core(features, (state[0:1].contiguous(), state[1:2].contiguous()))
+            return out, torch.cat([h, c])
+        out, h = self.core(features, state.contiguous())
+        return out, h
+
+
 class QNetwork(nn.Module):
     """Q-values per action; with ``dueling`` the head splits into value and advantage streams,
     Q = V + A - mean(A) (Wang et al. 2016)."""

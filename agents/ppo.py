@@ -3,6 +3,14 @@
 Both collect ``num_steps`` vector steps into device-resident rollout storage, estimate advantages
 with GAE, and update the same `ActorCritic`. PPO takes several epochs of clipped-surrogate
 minibatch steps; A2C takes one plain policy-gradient step over the whole rollout with RMSprop.
+
+With ``--memory lstm`` (or ``gru``) a recurrent core sits between the CNN features and the heads
+(`RecurrentActorCritic`). Its state lives in the agent, one row per env, zeroed for envs whose
+episode ended (for Atari training that includes a lost life). The rollout keeps each env's state
+at its start and the done flags, and the update re-runs whole env sequences from there
+(truncated backpropagation through time over the rollout, as CleanRL's ``ppo_atari_lstm.py``):
+a PPO minibatch is a group of envs with all their steps. Checkpoints hold the core's weights
+(in ``net``) but no states: a resumed run, like a fresh one, starts every env from zeros.
 """
 
 from __future__ import annotations
@@ -15,13 +23,32 @@ import torch
 from torch.distributions import Categorical
 
 from pixelplay.agents.config import ConfigError, bounded
-from pixelplay.agents.networks import ActorCritic, NetworkConfig, build_extractor
+from pixelplay.agents.networks import (
+    MEMORIES,
+    ActorCritic,
+    NetworkConfig,
+    RecurrentActorCritic,
+    build_extractor,
+)
 from pixelplay.agents.rollout import RolloutBatch, RolloutStorage, compute_gae
 from pixelplay.envs.vec import StepResult
 
 
 @dataclass
-class PPOConfig(NetworkConfig):
+class MemoryConfig(NetworkConfig):
+    """The network of an actor-critic (PPO, A2C): the extractor's options and an optional
+    recurrent core. Frame stacking stays with a core (the env's 4 frames, as Arnold kept them with
+    its LSTM, Lample & Chaplot 2017): frames show motion within a step, the core what was seen
+    long ago."""
+
+    memory: str = bounded("none", choices=MEMORIES)
+    """recurrent core between the CNN features and the heads: none (feed-forward), lstm or gru"""
+    memory_size: int = bounded(128, low=1)
+    """hidden width of the recurrent core (with --memory lstm or gru)"""
+
+
+@dataclass
+class PPOConfig(MemoryConfig):
     """PPO hyperparameters; defaults are CleanRL's ``ppo_atari.py`` (Huang et al. 2022)."""
 
     learning_rate: float = bounded(2.5e-4, low=0.0)
@@ -54,7 +81,13 @@ class PPOConfig(NetworkConfig):
     """Adam epsilon (1e-5 as in OpenAI baselines, not PyTorch's 1e-8)"""
 
     def check_rollout(self, num_envs: int) -> None:
-        """Refuse more minibatches than the rollout has transitions."""
+        """Refuse more minibatches than the rollout has transitions; with a recurrent core a
+        minibatch is a group of whole env sequences, so num_envs must split evenly into them."""
+        if self.memory != "none" and num_envs % self.num_minibatches:
+            raise ConfigError(
+                f"--memory {self.memory} takes minibatches of whole env sequences: num_envs={num_envs} must be "
+                f"a multiple of num_minibatches={self.num_minibatches}"
+            )
         if self.num_minibatches > self.num_steps * num_envs:
             raise ConfigError(
                 f"num_minibatches={self.num_minibatches} exceeds the rollout of num_steps * num_envs = "
@@ -63,7 +96,7 @@ class PPOConfig(NetworkConfig):
 
 
 @dataclass
-class A2CConfig(NetworkConfig):
+class A2CConfig(MemoryConfig):
     """Synchronous advantage actor-critic; defaults follow the A3C paper (Mnih et al. 2016) as
     Stable-Baselines3 and OpenAI baselines use them: 5-step rollouts, RMSprop, no GAE (lambda 1).
     One unclipped update per rollout, on all of it."""
@@ -171,24 +204,39 @@ class PPOAgent:
         world_size: int = 1,
     ):
         # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
-        cfg.check_rollout(num_envs)
+        self.recurrent = cfg.memory != "none"
+        if not self.recurrent:
+            cfg.check_rollout(num_envs)
+        # A recurrent agent checks its rollout at each update instead (train.py checks it before
+        # anything is created): load_agent builds one with a single env to evaluate, never to update.
         self.world_size = world_size
         self.gradient_sync: Callable[[Iterable[torch.nn.Parameter]], None] | None = None
         """Set under torchrun: averages the gradients over the ranks before each optimiser step."""
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs = num_envs
-        self.net = ActorCritic(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions)
+        extractor = build_extractor(cfg.network, obs_shape, cfg.features_dim)
+        if self.recurrent:
+            self.net = RecurrentActorCritic(extractor, num_actions, cfg.memory, cfg.memory_size)
+        else:
+            self.net = ActorCritic(extractor, num_actions)
         self.net.to(self.device)
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.autocast = cfg.autocast(self.device)
         self.optimizer = self._make_optimizer()
         self.plan = self._update_plan()
-        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device)
+        state_shape = (self.net.state_layers, cfg.memory_size) if self.recurrent else None
+        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device, state_shape)
         self.batch_size = cfg.num_steps * num_envs
         self.minibatch_size = self.batch_size // self.plan.num_minibatches
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending: tuple[torch.Tensor, ...] | None = None
         self._next_obs: torch.Tensor | None = None
+        self._state: torch.Tensor | None = None
+        """recurrent: the core state (k, num_envs, H) each env acts from next; zeros at the start"""
+        self._eval_state: torch.Tensor | None = None
+        """recurrent: eval_act's own state, one row per row of its batch"""
+        if self.recurrent:
+            self._state = self.net.initial_state(num_envs, self.device)
 
     def _update_plan(self) -> UpdatePlan:
         cfg = self.cfg
@@ -207,33 +255,65 @@ class PPOAgent:
         # Distributions and losses in fp32: bf16 log-probabilities are too coarse for the ratio.
         return logits.float(), value.float()
 
+    def _forward_memory(
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The recurrent net over T steps of B sequences from ``state`` (`RecurrentActorCritic`)."""
+        if self.cfg.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            logits, value, state = self.net(obs, state, first)
+        return logits.float(), value.float(), state
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
-        logits, value = self._forward(obs)
+        if self.recurrent:
+            state = self._state
+            logits, value, next_state = self._forward_memory(obs, state)
+        else:
+            state = next_state = None
+            logits, value = self._forward(obs)
         dist = Categorical(logits=logits)
         action = dist.sample()
-        self._pending = (dist.log_prob(action), value)
+        self._pending = (dist.log_prob(action), value, state, next_state)
         return action
 
     @torch.no_grad()
     def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
         """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate).
-        Feed-forward: episode starts (``first``) change nothing."""
-        logits, _ = self._forward(obs)
+
+        Feed-forward: episode starts (``first``) change nothing. Recurrent: a state of its own
+        per row of the batch (not the training state), zeroed where ``first`` (bool (N,)) is true,
+        and all of it when the batch size changes (a new evaluation)."""
+        if not self.recurrent:
+            logits, _ = self._forward(obs)
+            return Categorical(logits=logits).sample()
+        rows = obs.shape[0]
+        if self._eval_state is None or self._eval_state.shape[1] != rows:
+            self._eval_state = self.net.initial_state(rows, self.device)
+        if first is not None:
+            first = torch.as_tensor(first, dtype=torch.bool, device=self.device).reshape(1, rows)
+        logits, _, self._eval_state = self._forward_memory(obs, self._eval_state, first)
         return Categorical(logits=logits).sample()
 
     @torch.no_grad()
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
         assert self._pending is not None, "observe() must follow act()"
-        logprob, value = self._pending
+        logprob, value, state, next_state = self._pending
         reward = result.reward
         # A time limit is not a death: fold gamma * V(final obs) into the reward (Pardo et al.
         # 2018, "Time Limits in Reinforcement Learning"); the next obs already belongs to the
         # next episode, so GAE cuts the chain there.
         if bool(result.truncated.any()):
-            _, final_value = self._forward(result.final_obs)
+            if self.recurrent:  # the final obs follows the step's state, before the reset
+                _, final_value, _ = self._forward_memory(result.final_obs, next_state)
+            else:
+                _, final_value = self._forward(result.final_obs)
             reward = torch.where(result.truncated, reward + self.cfg.gamma * final_value, reward)
-        self.storage.add(obs, action, logprob, value, reward, result.terminated | result.truncated)
+        done = result.terminated | result.truncated
+        self.storage.add(obs, action, logprob, value, reward, done, state)
+        if self.recurrent:  # envs that finished start their next episode from zeros
+            self._state = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
         self._next_obs = result.obs
         self._pending = None
 
@@ -255,8 +335,13 @@ class PPOAgent:
             frac = max(0.0, 1.0 - (step - self.batch_size * self.world_size) / self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = frac * cfg.learning_rate
+        if self.recurrent:
+            cfg.check_rollout(self.num_envs)
         with torch.no_grad():
-            _, last_value = self._forward(self._next_obs)
+            if self.recurrent:
+                _, last_value, _ = self._forward_memory(self._next_obs, self._state)
+            else:
+                _, last_value = self._forward(self._next_obs)
         storage = self.storage
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, last_value, cfg.gamma, cfg.gae_lambda
@@ -265,8 +350,15 @@ class PPOAgent:
         count = 0
         plan = self.plan
         for _ in range(plan.epochs):
-            for batch in storage.minibatches(advantages, returns, self.minibatch_size):
-                logits, new_value = self._forward(batch.obs)
+            if self.recurrent:  # whole env sequences, re-run from the rollout's initial states
+                batches = storage.sequences(advantages, returns, plan.num_minibatches)
+            else:
+                batches = storage.minibatches(advantages, returns, self.minibatch_size)
+            for batch in batches:
+                if self.recurrent:
+                    logits, new_value, _ = self._forward_memory(batch.obs, batch.state, batch.first)
+                else:
+                    logits, new_value = self._forward(batch.obs)
                 dist = Categorical(logits=logits)
                 terms = actor_critic_loss(
                     dist.log_prob(batch.action),
@@ -307,8 +399,13 @@ class PPOAgent:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Weights and optimizer; a recurrent core's states are not saved: every env restarts
+        from zeros (a resumed run collects its rollout afresh, see `learned_step`)."""
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.recurrent:
+            self._state = self.net.initial_state(self.num_envs, self.device)
+            self._eval_state = None
 
 
 class A2CAgent(PPOAgent):

@@ -2,6 +2,10 @@
 
 One rollout is ``num_steps`` vector steps of ``num_envs`` envs, stored as preallocated tensors
 of shape (T, N, ...) on the device; observations stay uint8 until the network scales them.
+
+For a recurrent policy the storage also keeps each env's core state at the start of the rollout;
+with the done flags that is all an update needs to re-run every env's sequence from its start
+(truncated backpropagation through time over the rollout, as CleanRL's ``ppo_atari_lstm.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ class RolloutBatch(NamedTuple):
     """float32 (B,)"""
     ret: torch.Tensor
     """float32 (B,): the value target, advantage + value"""
+    first: torch.Tensor | None = None
+    """recurrent only, bool (T, E): the step starts an episode (zero the state before it); the
+    flat fields above are then E whole env sequences, time-major (B = T * E)"""
+    state: torch.Tensor | None = None
+    """recurrent only, float32 (k, E, H): the core state of those envs at the rollout's start"""
 
 
 def compute_gae(
@@ -60,7 +69,14 @@ def compute_gae(
 class RolloutStorage:
     """Fixed-size (T, N) buffers, filled one vector step at a time, emptied by each update."""
 
-    def __init__(self, num_steps: int, num_envs: int, obs_shape: tuple[int, ...], device: torch.device):
+    def __init__(
+        self,
+        num_steps: int,
+        num_envs: int,
+        obs_shape: tuple[int, ...],
+        device: torch.device,
+        state_shape: tuple[int, ...] | None = None,
+    ):
         self.num_steps, self.num_envs = num_steps, num_envs
         self.obs = torch.zeros((num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
         self.actions = torch.zeros((num_steps, num_envs), dtype=torch.long, device=device)
@@ -68,14 +84,21 @@ class RolloutStorage:
         self.values = torch.zeros((num_steps, num_envs), device=device)
         self.rewards = torch.zeros((num_steps, num_envs), device=device)
         self.dones = torch.zeros((num_steps, num_envs), dtype=torch.bool, device=device)
+        self.initial_state = None
+        """recurrent policies: the core state (k, N, H) each env acted from at step 0"""
+        if state_shape is not None:
+            self.initial_state = torch.zeros((state_shape[0], num_envs, *state_shape[1:]), device=device)
         self.step = 0
 
     @property
     def full(self) -> bool:
         return self.step == self.num_steps
 
-    def add(self, obs, action, logprob, value, reward, done) -> None:
+    def add(self, obs, action, logprob, value, reward, done, state=None) -> None:
+        """Store step t; ``state`` (recurrent) is the core state the envs acted from, kept at t = 0."""
         t = self.step
+        if t == 0 and self.initial_state is not None:
+            self.initial_state.copy_(state)
         self.obs[t].copy_(obs)
         self.actions[t].copy_(action)
         self.logprobs[t].copy_(logprob)
@@ -105,6 +128,34 @@ class RolloutStorage:
         for start in range(0, total, minibatch_size):
             index = order[start : start + minibatch_size]
             yield RolloutBatch(*(tensor[index] for tensor in flat))
+
+    def sequences(
+        self,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        num_minibatches: int,
+        generator: torch.Generator | None = None,
+    ):
+        """Yield minibatches of whole env sequences (one epoch, recurrent policies): the envs are
+        shuffled and split into ``num_minibatches`` groups (``num_envs`` a multiple of it), each
+        with all T steps, its episode starts and its initial state.
+
+        The state is stored after the reset of envs that finished the step before, so step 0
+        starts no episode; step t > 0 starts one where ``dones[t - 1]``."""
+        assert self.initial_state is not None, "sequences() needs a storage made with a state_shape"
+        envs_per_batch = self.num_envs // num_minibatches
+        first = torch.zeros_like(self.dones)
+        first[1:] = self.dones[:-1]
+        order = torch.randperm(self.num_envs, device=self.obs.device, generator=generator)
+        for start in range(0, self.num_envs, envs_per_batch):
+            index = order[start : start + envs_per_batch]
+            obs = self.obs[:, index]
+            yield RolloutBatch(
+                obs.reshape(-1, *obs.shape[2:]),
+                *(tensor[:, index].reshape(-1) for tensor in (self.actions, self.logprobs, self.values, advantages, returns)),
+                first=first[:, index],
+                state=self.initial_state[:, index],
+            )
 
     def clear(self) -> None:
         self.step = 0
