@@ -112,7 +112,7 @@ def _player_main(spec: PlayerSpec, conn) -> None:
         conn.send(("progress", "playing, tic 0"))
         steps, last_beat, deaths = 0, 0.0, 0
         while True:
-            action = 0 if policy is None else int(policy.act(obs[None])[0])
+            action = 0 if policy is None else int(policy.act(obs[None], [steps == 0])[0])
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             if spec.fault and steps == 20:

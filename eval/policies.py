@@ -1,6 +1,8 @@
 """Who plays in an evaluation: a trained agent from a checkpoint, a random or scripted player.
 
-Every policy maps a batch of uint8 observations (N, C, H, W) to N action indices. A `PolicySpec`
+Every policy maps a batch of uint8 observations (N, C, H, W) to N action indices; ``first``
+(bool (N,), optional) marks the rows whose episode starts with this observation, which a policy
+with memory (a recurrent agent) needs to reset, and the others ignore. A `PolicySpec`
 names one in a picklable form, so that a player process (ViZDoom multiplayer runs each player in
 its own process) can rebuild it on its side. Within one process a checkpoint is read once:
 `PolicySpec.load` keeps the agent it rebuilt, and every later question (which env it was trained
@@ -28,7 +30,7 @@ POLICY_KINDS = ("checkpoint", "random", "scripted", "human")
 class Policy(Protocol):
     label: str
 
-    def act(self, obs: torch.Tensor | np.ndarray) -> np.ndarray: ...
+    def act(self, obs: torch.Tensor | np.ndarray, first=None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class RandomPolicy:
         self.num_actions = num_actions
         self.rng = np.random.default_rng(seed)
 
-    def act(self, obs) -> np.ndarray:
+    def act(self, obs, first=None) -> np.ndarray:
         return self.rng.integers(self.num_actions, size=len(obs))
 
 
@@ -136,7 +138,7 @@ class ScriptedDoomPolicy:
         plan += [self.turns[side]] * int(rng.integers(2, 11))
         return plan
 
-    def act(self, obs) -> np.ndarray:
+    def act(self, obs, first=None) -> np.ndarray:
         actions = []
         for _ in range(len(obs)):
             if not self._plan:
@@ -150,7 +152,8 @@ class AgentPolicy:
     (``train.py --capture-video``) or one rebuilt from a checkpoint (``checkpoint`` given).
 
     ``epsilon`` (DQN only) is handed to each ``eval_act`` call; the agent's config is never
-    changed, so the same agent can serve several policies.
+    changed, so the same agent can serve several policies. ``first`` goes to ``eval_act`` too: a
+    recurrent agent zeroes its state for those rows (callers pass it at every episode start).
     """
 
     def __init__(self, agent: Any, checkpoint: dict | None = None, *, epsilon: float | None = None):
@@ -165,13 +168,16 @@ class AgentPolicy:
             else "training agent"
         )
 
-    def act(self, obs) -> np.ndarray:
+    def act(self, obs, first=None) -> np.ndarray:
         tensor = torch.as_tensor(obs, device=self.device)
         if tensor.dim() == 3:
             tensor = tensor.unsqueeze(0)
+        args = ()
+        if first is not None:
+            args = (torch.as_tensor(first, dtype=torch.bool, device=self.device).reshape(tensor.shape[0]),)
         if self.epsilon is None:
-            return self.agent.eval_act(tensor).cpu().numpy()
-        return self.agent.eval_act(tensor, epsilon=self.epsilon).cpu().numpy()
+            return self.agent.eval_act(tensor, *args).cpu().numpy()
+        return self.agent.eval_act(tensor, *args, epsilon=self.epsilon).cpu().numpy()
 
 
 def takes_epsilon(agent: Any) -> bool:

@@ -138,8 +138,10 @@ def play_episode(
                 show(image)
 
         emit()
+        first = True  # the episode starts: a recurrent agent resets its state
         while True:
-            action = int(policy.act(obs[None])[0])
+            action = int(policy.act(obs[None], [first])[0])
+            first = False
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             steps += 1

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pixelplay.agents.config import bounded
 from pixelplay.envs import EnvSpec, env_spec, make_vec_env
 from pixelplay.envs.atari import MAX_EPISODE_FRAMES
@@ -91,12 +93,14 @@ def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> tu
         policy = build_env_policy(spec, envs.spec, envs.obs_shape, cfg.seed)
         games: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]
         obs = envs.reset(seed=cfg.seed)
+        first = np.ones(num_envs, dtype=bool)  # rows whose episode starts with obs (a recurrent agent resets)
         steps = 0
         started = time.monotonic()
         while any(len(g) < q for g, q in zip(games, quotas, strict=True)):
-            actions = policy.act(obs)
+            actions = policy.act(obs, first)
             result = envs.step(actions)
             obs = result.obs
+            first = (result.terminated | result.truncated).cpu().numpy()
             steps += num_envs
             for record in result.episodes:
                 i = record["env"]
