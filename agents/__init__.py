@@ -21,12 +21,18 @@ class Algo(NamedTuple):
     """the typed hyperparameter dataclass (every field becomes a CLI flag)"""
     agent: type
     """``agent(cfg, obs_shape, num_actions, num_envs, total_steps, device)``"""
+    weights: tuple[str, ...] = ()
+    """the entries of ``agent.state_dict()`` that evaluation needs: a weights-only checkpoint
+    (``python -m pixelplay.eval export``) keeps these and nothing else"""
+    copies: dict[str, str] = {}
+    """entries a weights-only checkpoint leaves out because the agent starts them as a copy of
+    another entry (DQN's target net of its q-net): restoring one copies that entry's weights"""
 
 
 ALGOS: dict[str, Algo] = {
-    "ppo": Algo(PPOConfig, PPOAgent),
-    "a2c": Algo(A2CConfig, A2CAgent),
-    "dqn": Algo(DQNConfig, DQNAgent),
+    "ppo": Algo(PPOConfig, PPOAgent, weights=("net",)),
+    "a2c": Algo(A2CConfig, A2CAgent, weights=("net",)),
+    "dqn": Algo(DQNConfig, DQNAgent, weights=("q_net",), copies={"target_net": "q_net"}),
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -124,16 +130,54 @@ def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 
 
 def restore_agent(agent, checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -> None:
     """Load a checkpoint's agent state into ``agent`` built for ``obs_shape`` and ``num_actions``;
-    any mismatch (shapes, keys, another algorithm's state) is one `CheckpointError`."""
+    any mismatch (shapes, keys, another algorithm's state) is one `CheckpointError`.
+
+    A weights-only checkpoint (`weights_only_state`) holds the networks alone: every entry of the
+    agent's state it lacks (optimizer, counters, DQN's target net) is filled from ``agent`` as it
+    stands (freshly built: a new optimizer, counters at 0), a copy (`Algo.copies`) from the entry it
+    copies. A full checkpoint must hold every entry."""
     if tuple(checkpoint["obs_shape"]) != tuple(obs_shape) or checkpoint["num_actions"] != num_actions:
         raise CheckpointError(
             f"checkpoint '{checkpoint['path']}' was saved for observations {tuple(checkpoint['obs_shape'])} and "
             f"{checkpoint['num_actions']} actions; this env gives {tuple(obs_shape)} and {num_actions}"
         )
+    state = checkpoint["agent"]
+    if checkpoint.get("weights_only"):
+        state = _fill_weights_only(agent, checkpoint)
     try:
-        agent.load_state_dict(checkpoint["agent"])
+        agent.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(
             f"'{checkpoint['path']}' does not fit a {checkpoint['algo']} agent: {type(error).__name__}: {first}"
         ) from None
+
+
+def _fill_weights_only(agent, checkpoint: dict) -> dict:
+    algo = ALGOS.get(checkpoint["algo"])
+    saved = checkpoint["agent"]
+    needed = algo.weights if algo is not None else ()
+    missing = [key for key in needed if key not in saved]
+    if missing:
+        raise CheckpointError(f"'{checkpoint['path']}' is a weights-only {checkpoint['algo']} checkpoint "
+                              f"without agent.{', agent.'.join(missing)}")
+    copies = algo.copies if algo is not None else {}
+    state = dict(saved)
+    for key, value in agent.state_dict().items():
+        if key not in state:
+            state[key] = saved[copies[key]] if copies.get(key) in saved else value
+    return state
+
+
+def weights_only_state(algo: str, agent_state: dict) -> dict:
+    """The entries of a full agent state that evaluation needs (`Algo.weights`): the networks'
+    weights, without optimizer, replay, counters or copies (DQN's target net)."""
+    if algo not in ALGOS:
+        raise CheckpointError(f"unknown algorithm '{algo}'; choose one of {', '.join(ALGOS)}")
+    keys = ALGOS[algo].weights
+    if not keys:
+        raise CheckpointError(f"the {algo} algorithm names no weights (Algo.weights): nothing to export")
+    missing = [key for key in keys if key not in agent_state]
+    if missing:
+        raise CheckpointError(f"the {algo} agent state lacks {', '.join(missing)}")
+    return {key: agent_state[key] for key in keys}

@@ -5,6 +5,11 @@ A checkpoint is one dict of tensors and primitives:
 "run_config", "obs_shape", "num_actions", "global_step", "agent": agent.state_dict(), "rng": ...}``.
 A run directory keeps ``checkpoints/latest.pt`` and the last few ``step_*.pt`` files
 (Sample Factory's scheme: write a temp file, rename it into place, prune the oldest).
+
+A weights-only checkpoint (``python -m pixelplay.eval export``, `weights_only_payload`) is the same
+dict with ``"weights_only": True``, no ``rng`` and no ``run_config``, and ``agent`` holding only the
+networks evaluation needs; it lives as ``agent.pt`` in a folder of its own (the zoo's
+``zoo/<name>/agent.pt``). It evaluates anywhere; ``train.py --resume`` refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from pixelplay.envs.errors import PixelplayError
 FORMAT = "pixelplay-checkpoint"
 VERSION = 1
 REQUIRED_KEYS = ("algo", "env_id", "algo_config", "obs_shape", "num_actions", "global_step", "agent")
+WEIGHTS_FILE = "agent.pt"
+"""The weights-only checkpoint of an exported folder (a zoo entry)."""
 
 
 class CheckpointError(PixelplayError):
@@ -119,16 +126,43 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
 
 
 def resolve_checkpoint(path_or_run: str | os.PathLike) -> Path:
-    """A checkpoint file as given, or a run directory's ``checkpoints/latest.pt``."""
+    """A checkpoint file as given; a run directory's ``checkpoints/latest.pt``; an exported
+    folder's ``agent.pt``; else a zoo agent by its name (``doom-basic-ppo``, or
+    ``zoo/doom-basic-ppo`` where no such path exists here): an existing path always wins."""
     path = Path(path_or_run)
     if path.is_dir():
         latest = path / "checkpoints" / "latest.pt"
-        if not latest.exists():
-            raise CheckpointError(f"run directory '{path}' has no checkpoints/latest.pt (has it saved one yet?)")
-        return latest
-    if not path.exists():
+        if latest.exists():
+            return latest
+        if (path / WEIGHTS_FILE).is_file():
+            return path / WEIGHTS_FILE
+        raise CheckpointError(f"run directory '{path}' has no checkpoints/latest.pt (has it saved one yet?) "
+                              f"and is no exported agent (no {WEIGHTS_FILE})")
+    if path.exists():
+        return path
+    from pixelplay.zoo import find, names
+
+    name = _zoo_name(str(path_or_run))
+    if name is None:
         raise CheckpointError(f"no checkpoint or run directory at '{path}'")
-    return path
+    found = find(name)
+    if found is None:
+        known = names()
+        raise CheckpointError(
+            f"no checkpoint, run directory or zoo agent '{path_or_run}'; the zoo has "
+            + (", ".join(known) if known else "no agents") + " (python -m pixelplay.eval score NAME)"
+        )
+    return found / WEIGHTS_FILE
+
+
+def _zoo_name(text: str) -> str | None:
+    """``name`` for ``name`` or ``zoo/name`` (what may name a zoo agent), else None (a path)."""
+    parts = text.replace(os.sep, "/").strip("/").split("/")
+    if len(parts) == 2 and parts[0] == "zoo":
+        parts = parts[1:]
+    if len(parts) != 1 or not parts[0] or parts[0] in (".", "..") or parts[0].endswith(".pt"):
+        return None
+    return parts[0]
 
 
 def load_checkpoint(path_or_run: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -239,6 +273,25 @@ class CheckpointManager:
         for old in sorted(self.directory.glob("step_*.pt"))[: -self.keep_last]:
             old.unlink(missing_ok=True)
         return step_path
+
+
+def weights_only_payload(checkpoint: dict, weights: dict) -> dict:
+    """The weights-only checkpoint of a loaded ``checkpoint``: what evaluation needs (format,
+    algorithm, env, config, shapes, step) and ``weights`` as its agent state (the networks, see
+    `pixelplay.agents.weights_only_state`); no optimizer, replay, RNG or run config."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "weights_only": True,
+        "algo": checkpoint["algo"],
+        "env_id": checkpoint["env_id"],
+        "algo_config": dict(checkpoint["algo_config"]),
+        "obs_shape": list(checkpoint["obs_shape"]),
+        "num_actions": int(checkpoint["num_actions"]),
+        "global_step": int(checkpoint["global_step"]),
+        "agent": {key: {name: tensor.detach().cpu().clone() for name, tensor in value.items()}
+                  if isinstance(value, dict) else value for key, value in weights.items()},
+    }
 
 
 def make_payload(algo: str, env_id: str, algo_config: dict, run_config: dict, obs_shape, num_actions: int,

@@ -10,6 +10,7 @@ of range) prints one line and exits with status 2; anything else is a bug and ke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -29,6 +30,8 @@ EPILOG = """examples:
   python -m pixelplay.eval record runs/breakout__ppo__s1__20261129-101500 --episodes 2
   python -m pixelplay.eval watch runs/doom-basic__ppo__s1__20261129-101500
   python -m pixelplay.eval plot runs/breakout__ppo__s1__* runs/breakout__dqn__s1__*
+  python -m pixelplay.eval export runs/doom-basic__ppo__s1__20261129-101500 zoo/my-doom-basic-ppo
+  python -m pixelplay.eval score doom-basic-ppo --episodes 20      # a zoo agent, by name, from anywhere
 """
 
 SEED_MAX = 2**31 - 1_000_000
@@ -42,7 +45,7 @@ class PlayerOptions:
     """Who plays and where its reports go (doom-table; the base of the other commands' players)."""
 
     target: str | None = None
-    """a checkpoint file or a run directory (its checkpoints/latest.pt)"""
+    """a checkpoint file, a run directory (its checkpoints/latest.pt), an exported folder (its agent.pt) or a zoo agent's name (doom-basic-ppo)"""
     policy: str | None = bounded(None, choices=("random", "scripted"))
     """play a built-in policy instead of a checkpoint"""
     epsilon: float | None = bounded(None, low=0.0, high=1.0)
@@ -123,6 +126,16 @@ class PlotOptions:
     """where the PNGs go (default: the first run)"""
 
 
+@dataclass
+class ExportOptions:
+    """What export reads and where it writes."""
+
+    source: str = ""
+    """the run directory, checkpoint file, exported folder or zoo name to export"""
+    out_dir: str = ""
+    """the folder to write agent.pt, config.json and README.md into (created)"""
+
+
 # Flags whose name is not the field's (``--env-backend`` sets ScoreConfig.backend) and positionals,
 # by destination: error messages name what was typed.
 FLAG_NAMES = {
@@ -130,6 +143,8 @@ FLAG_NAMES = {
     "extra.inject_fault": "--inject-fault",
     "player.target": "CHECKPOINT_OR_RUN",
     "plot.runs": "RUN",
+    "export.source": "RUN_OR_CHECKPOINT",
+    "export.out_dir": "OUT_DIR",
 }
 
 
@@ -226,6 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("plot.runs", nargs="+", metavar="RUN", help=_help(PlotOptions, "runs"))
     add_flags(plot, PlotOptions, "plot.", skip=("runs",))
+
+    export = sub.add_parser(
+        "export",
+        help="write a trained agent as a small weights-only folder (the zoo's format)",
+        description="Write OUT_DIR/agent.pt (a weights-only checkpoint: the networks evaluation needs, without "
+                    "optimizer, replay or RNG state; readable with torch.load(weights_only=True)), OUT_DIR/config.json "
+                    "(the run's configuration) and OUT_DIR/README.md (the python train.py command that trained it, "
+                    "its steps and final mean return). Every eval command takes OUT_DIR; train.py --resume needs "
+                    "the run's full checkpoint.",
+    )
+    export.add_argument("export.source", metavar="RUN_OR_CHECKPOINT", help=_help(ExportOptions, "source"))
+    export.add_argument("export.out_dir", metavar="OUT_DIR", help=_help(ExportOptions, "out_dir"))
     return parser
 
 
@@ -269,7 +296,11 @@ def _player(player: PlayerOptions, command: str, builtin_default_env: str | None
 
 def _out_dir(player: PlayerOptions, command: str, spec) -> Path:
     from pixelplay.eval.common import output_dir
+    from pixelplay.zoo import is_zoo_path
 
+    if not player.out and spec.kind == "checkpoint" and is_zoo_path(spec.path):
+        # A shipped zoo agent's folder stays as shipped (in an installed package it may be read-only).
+        return Path("runs") / f"zoo_{Path(spec.path).parent.name}"
     default = str(Path("runs") / f"eval_{command}_{spec.kind}")
     return output_dir(player.target, player.out, default)
 
@@ -333,9 +364,35 @@ def cmd_watch(player: EnvPlayerOptions, watch: WatchOptions) -> int:
 
 
 def cmd_plot(plot: PlotOptions) -> int:
+    from pixelplay.agents.checkpoint import WEIGHTS_FILE, resolve_checkpoint
     from pixelplay.eval.plot import plot_runs
 
-    plot_runs(list(plot.runs), plot.out, plot.smooth)
+    runs = []
+    for run in plot.runs:
+        folder = Path(run)
+        if not folder.exists():  # a zoo agent's name
+            with contextlib.suppress(PixelplayError):
+                folder = resolve_checkpoint(run).parent
+        if folder.is_dir() and not (folder / "episodes.csv").exists() and (folder / WEIGHTS_FILE).exists():
+            # An exported agent (a zoo folder) keeps no training logs: its README.md has the figures.
+            print(f"note: '{run}' is an exported agent without training logs (no episodes.csv); nothing to plot "
+                  f"(its training figures are in {folder / 'README.md'})", file=sys.stderr)
+            continue
+        runs.append(run)
+    if not runs:
+        raise PixelplayError("plot: no run with an episodes.csv among " + ", ".join(plot.runs)
+                             + " (exported agents and zoo folders keep no training logs; plot the run they came from)")
+    plot_runs(runs, plot.out, plot.smooth)
+    return 0
+
+
+def cmd_export(export: ExportOptions) -> int:
+    from pixelplay.zoo.export import describe
+    from pixelplay.zoo.export import export as export_agent
+
+    if not export.source or not export.out_dir:
+        raise PixelplayError("export needs RUN_OR_CHECKPOINT and OUT_DIR; see --help")
+    print(describe(export_agent(export.source, export.out_dir)))
     return 0
 
 
@@ -347,6 +404,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], dict[str, type]]] = {
     "record": (cmd_record, {"player": EnvPlayerOptions, "record": RecordOptions}),
     "watch": (cmd_watch, {"player": EnvPlayerOptions, "watch": WatchOptions}),
     "plot": (cmd_plot, {"plot": PlotOptions}),
+    "export": (cmd_export, {"export": ExportOptions}),
 }
 
 
