@@ -29,7 +29,6 @@ import os
 # forward pass took 60-140 ms spinning against 3 ms passive. Set before torch starts its pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
 import contextlib
 import csv
 import datetime as dt
@@ -40,14 +39,14 @@ import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pixelplay.agents import ALGOS, make_config, preset_for, restore_agent
+from pixelplay.agents import ALGOS, restore_agent
 from pixelplay.agents.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -58,56 +57,10 @@ from pixelplay.agents.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from pixelplay.agents.config import ConfigError, add_flags, bounded, build, split_namespace
 from pixelplay.agents.distributed import Distributed, DistributedError, state_hash
-from pixelplay.envs import ENVS, make_vec_env, resolve_env
+from pixelplay.agents.run_config import RunConfig, pick_device, resolve_config
+from pixelplay.envs import make_vec_env
 from pixelplay.envs.errors import EnvError, PixelplayError
-
-
-@dataclass
-class RunConfig:
-    """Options of a training run (the algorithm's hyperparameters come from its own config)."""
-
-    algo: str = bounded("ppo", choices=tuple(ALGOS))
-    """algorithm: ppo, a2c or dqn"""
-    env: str = "doom-basic"
-    """env name (see the list below) or an ALE id such as ALE/Pong-v5"""
-    total_steps: int = bounded(0, low=1)
-    """env steps to train for, summed over envs (default: the preset's budget)"""
-    num_envs: int = bounded(0, low=1)
-    """parallel envs (default: the preset's count)"""
-    seed: int = bounded(1, low=0, high=2**31 - 1_000_000)
-    """base seed; env i of process rank r gets seed + 10000 * r + i"""
-    run_dir: str = ""
-    """where logs and checkpoints go (default: runs/<env>__<algo>__s<seed>__<time>)"""
-    device: str = "auto"
-    """auto (CUDA when available), cpu, or cuda[:N]"""
-    env_backend: str = bounded("auto", choices=("auto", "gymnasium", "envpool"))
-    """Atari backend: auto (EnvPool when installed), gymnasium or envpool"""
-    bots: int = bounded(0, low=0, high=15)
-    """doom-deathmatch: built-in bots to play against (0: the scenario's default)"""
-    track: bool = True
-    """log to Weights & Biases (offline unless WANDB_MODE says otherwise; no account needed)"""
-    wandb_project: str = "pixelplay"
-    """wandb project name"""
-    tensorboard: bool = False
-    """also write TensorBoard event files to <run_dir>/tb"""
-    checkpoint_interval: int = bounded(100_000, low=1)
-    """env steps between checkpoints (one is always written at the end); a saved replay goes only into these"""
-    checkpoint_seconds: float = bounded(120.0, low=0.0)
-    """also checkpoint when this many seconds passed since the last one (0: off); without the replay"""
-    keep_checkpoints: int = bounded(3, low=1)
-    """how many step checkpoints to keep besides latest.pt"""
-    capture_video: bool = False
-    """record an evaluation episode to <run_dir>/videos every video_every steps"""
-    video_every: int = bounded(100_000, low=1)
-    """env steps between recorded videos (with --capture-video)"""
-    progress: bool = True
-    """show a progress bar"""
-    stop_return: float = float("inf")
-    """stop early once the mean raw return of the last 20 episodes reaches this (default: never)"""
-    dist_timeout: float = bounded(1800.0, low=1.0)
-    """under torchrun: seconds a rank waits for the others in a collective before giving up"""
 
 
 class Stopped(KeyboardInterrupt):
@@ -116,122 +69,6 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: every RunConfig field and every field of the algorithm's config is a flag,
-# with the docstring under the field as its help (the engine is pixelplay.agents.config).
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one `ConfigError` line (exit 2 from `main`), not usage + exit."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see --help)")
-
-
-def build_parser(algo: str) -> argparse.ArgumentParser:
-    env_list = ", ".join(ENVS)
-    parser = _Parser(
-        prog="train.py",
-        description="Train a deep RL agent from pixels on Atari or ViZDoom.",
-        epilog=(
-            f"envs: {env_list}, or any ALE id (ALE/Pong-v5, PongNoFrameskip-v4). "
-            "Presets per env family set known-good hyperparameters; --config and flags override them. "
-            "Flags shown are the chosen --algo's; try `--algo dqn --help`."
-        ),
-    )
-    parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
-                        help="a config.json written by an earlier run (its run_dir is not reused)")
-    parser.add_argument("--resume", default=argparse.SUPPRESS, metavar="DIR",
-                        help="continue a stopped run from its latest checkpoint; flags given here override")
-    add_flags(parser.add_argument_group("run options"), RunConfig, "run.")
-    add_flags(parser.add_argument_group(f"{algo} hyperparameters"), ALGOS[algo].config, "algo.")
-    return parser
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise PixelplayError(f"{what} '{path}' does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PixelplayError(f"{what} '{path}' is not valid JSON: {error}") from None
-    except IsADirectoryError:
-        raise PixelplayError(f"{what} '{path}' is a directory, not a file") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ("run", "algo")):
-        raise ConfigError(f"{what} '{path}' must be a JSON object with \"run\" and \"algo\" objects")
-    return data
-
-
-def resolve_config(argv: list[str] | None) -> tuple[RunConfig, Any, dict]:
-    """Defaults < preset < --config file (or the resumed run's config) < flags on the command line.
-
-    Every value from every source is checked against its field's type and range here, before
-    anything is created.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo")
-    pre.add_argument("--config")
-    pre.add_argument("--resume")
-    known, _ = pre.parse_known_args(argv)
-    base: dict = {"run": {}, "algo": {}}
-    source = "config"
-    if known.resume:
-        source = str(Path(known.resume) / "config.json")
-        base = _read_json(Path(source), "run directory's config")
-    elif known.config:
-        source = known.config
-        base = _read_json(Path(known.config), "config file")
-        base.get("run", {}).pop("run_dir", None)
-    base.setdefault("run", {})
-    base.setdefault("algo", {})
-    algo_name = known.algo or base["run"].get("algo") or RunConfig.algo
-    if algo_name not in ALGOS:
-        raise PixelplayError(f"unknown algorithm '{algo_name}'; choose one of {', '.join(ALGOS)}")
-    if known.resume and known.algo and known.algo != base["run"].get("algo"):
-        raise PixelplayError(f"cannot resume a {base['run'].get('algo')} run as {known.algo}")
-    # The file's own values are checked first, so that a message names the file they came from.
-    build(RunConfig, base["run"], f"{source}: run.")
-    make_config(algo_name, base["algo"], f"{source}: algo.")
-
-    groups = split_namespace(build_parser(algo_name).parse_args(argv), ("run", "algo"))
-    cli_run, cli_algo, other = groups["run"], groups["algo"], groups[""]
-    env_id = cli_run.get("env") or base["run"].get("env") or RunConfig.env
-    family, _ = resolve_env(env_id)
-    run_values: dict[str, Any] = {}
-    algo_values: dict[str, Any] = {}
-    if not known.resume:
-        preset = preset_for(algo_name, env_id, family)
-        run_values.update(preset.pop("run"))
-        algo_values.update(preset)
-    run_values.update(base["run"])
-    algo_values.update(base["algo"])
-    run_values.update(cli_run)
-    algo_values.update(cli_algo)
-    run_values["algo"], run_values["env"] = algo_name, env_id
-    if known.resume:
-        run_values["run_dir"] = known.resume
-    run_cfg = build(RunConfig, run_values, "run option ")
-    algo_cfg = make_config(algo_name, algo_values)
-    algo_cfg.check_rollout(run_cfg.num_envs)
-    pick_device(run_cfg.device)
-    if known.resume:
-        other["resume"] = known.resume
-    return run_cfg, algo_cfg, other
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PixelplayError(f"unknown --device '{name}'; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PixelplayError(f"--device {name} asked for, but this machine has no CUDA device; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -397,6 +234,12 @@ def choose_run_dir(cfg: RunConfig, resuming: bool) -> Path:
 
 def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, world_size: int) -> dict | None:
     """The run's latest checkpoint (on the CPU), checked against the run; None when it has none yet."""
+    if (run_dir / "agent.pt").exists():
+        raise CheckpointError(
+            f"'{run_dir}' holds an exported weights-only agent (agent.pt), not a run: --resume needs the full "
+            "checkpoint of the run that trained it (its checkpoints/latest.pt); evaluate this one with "
+            "python -m pixelplay.eval"
+        )
     if not (run_dir / "checkpoints" / "latest.pt").exists():
         print(f"'{run_dir}' has no checkpoint yet; starting the run afresh in the same directory", file=sys.stderr)
         return None

@@ -283,3 +283,16 @@ def test_the_wheel_ships_the_zoo_and_it_resolves_from_an_install(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(target / "pixelplay" / "zoo" / "doom-basic-ppo" / "agent.pt")
+
+
+def test_resume_of_an_exported_folder_is_refused_and_changes_nothing(tmp_path, capsys):
+    from pixelplay import train
+
+    folder = tmp_path / "exported"
+    shutil.copytree(ZOO_DIR / "doom-basic-ppo", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert train.main(["--resume", str(folder), "--no-track", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "weights-only agent (agent.pt)" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    assert not (folder / "checkpoints").exists()

@@ -168,7 +168,7 @@ def train_command(config: dict) -> str:
     and seed, then every option whose value differs from what that line's defaults and preset
     give (so the line reproduces the configuration, run_dir aside)."""
     from pixelplay.agents import ALGOS
-    from pixelplay.train import RunConfig, resolve_config
+    from pixelplay.agents.run_config import RunConfig, resolve_config
 
     run, algo_values = dict(config.get("run", {})), dict(config.get("algo", {}))
     algo, env, seed = run.get("algo", "ppo"), run.get("env", "doom-basic"), run.get("seed", 1)
