@@ -257,6 +257,12 @@ def load_resume_checkpoint(run_dir: Path, cfg: RunConfig, world_size: int) -> di
             f"'{checkpoint['path']}' cannot be resumed: it lacks {', '.join(missing)} (a weights-only checkpoint "
             "evaluates with python -m pixelplay.eval, but --resume needs the full one train.py writes)"
         )
+    saved_features = tuple((checkpoint["run_config"] or {}).get("game_features") or ())
+    if saved_features != tuple(cfg.game_features):
+        raise CheckpointError(
+            f"'{checkpoint['path']}' was trained with --game-features '{','.join(saved_features)}' and this run asks "
+            f"for '{','.join(cfg.game_features)}': the network's game-feature head differs; resume with the same"
+        )
     saved_ranks = checkpoint.get("world_size", 1)
     if saved_ranks != world_size:
         raise CheckpointError(
@@ -312,7 +318,9 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> 
     seed_everything(seed)
 
     with contextlib.ExitStack() as cleanup:
-        env_options = {"bots": cfg.bots} if cfg.bots else {}
+        env_options: dict[str, Any] = {"bots": cfg.bots} if cfg.bots else {}
+        if cfg.game_features:  # only then: the envs label their frames (ViZDoom renders a labels buffer)
+            env_options["game_features"] = cfg.game_features
         envs = make_vec_env(cfg.env, cfg.num_envs, seed, device, training=True, backend=cfg.env_backend, **env_options)
         cleanup.callback(envs.close)
         if not hasattr(envs.single_action_space, "n"):
@@ -320,6 +328,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> 
         agent = ALGOS[cfg.algo].agent(
             algo_cfg, envs.obs_shape, envs.num_actions, envs.num_envs, cfg.total_steps, device,
             frame_stack=envs.frame_stack, world_size=dist.world_size,
+            num_game_features=len(envs.spec.game_features),
         )
         global_step = 0
         if checkpoint is not None:
@@ -379,6 +388,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> 
         steps_at_last_log, time_at_last_log = global_step, time.time()
         pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
         obs = envs.reset(seed=seed)
+        agent.observe_first(obs, envs.labels)  # the labels of obs (game features), None when off
         try:
             with _stop_signals_as_interrupts():
                 while global_step < cfg.total_steps:

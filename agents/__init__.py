@@ -13,6 +13,7 @@ import torch
 from pixelplay.agents.checkpoint import CheckpointError, load_checkpoint
 from pixelplay.agents.config import build
 from pixelplay.agents.dqn import DQNAgent, DQNConfig
+from pixelplay.agents.networks import num_game_features
 from pixelplay.agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig
 
 
@@ -20,7 +21,8 @@ class Algo(NamedTuple):
     config: type
     """the typed hyperparameter dataclass (every field becomes a CLI flag)"""
     agent: type
-    """``agent(cfg, obs_shape, num_actions, num_envs, total_steps, device)``"""
+    """``agent(cfg, obs_shape, num_actions, num_envs, total_steps, device)``; keywords
+    ``frame_stack``, ``world_size`` and ``num_game_features`` (the game-feature head's width)"""
     weights: tuple[str, ...] = ()
     """the entries of ``agent.state_dict()`` that evaluation needs: a weights-only checkpoint
     (``python -m pixelplay.eval export``) keeps these and nothing else"""
@@ -123,9 +125,21 @@ def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 
         raise CheckpointError(f"'{checkpoint['path']}' was saved by unknown algorithm '{algo}'")
     cfg = make_config(algo, checkpoint["algo_config"], f"'{checkpoint['path']}': algo_config.")
     obs_shape = tuple(checkpoint["obs_shape"])
-    agent = ALGOS[algo].agent(cfg, obs_shape, checkpoint["num_actions"], num_envs, 1, torch.device(device))
+    agent = ALGOS[algo].agent(cfg, obs_shape, checkpoint["num_actions"], num_envs, 1, torch.device(device),
+                              num_game_features=_saved_game_features(checkpoint))
     restore_agent(agent, checkpoint, obs_shape, checkpoint["num_actions"])
     return agent, checkpoint
+
+
+def _saved_game_features(checkpoint: dict) -> int:
+    """The width of the game-feature head the checkpoint's network has (0: none), read from its
+    weights, so that full and weights-only checkpoints (which keep no run config) both load.
+    Evaluation never runs the head: it acts as an agent without one would."""
+    weights = ALGOS[checkpoint["algo"]].weights
+    state = checkpoint.get("agent")
+    if not weights or not isinstance(state, dict):
+        return 0
+    return num_game_features(state.get(weights[0]))
 
 
 def restore_agent(agent, checkpoint: dict, obs_shape: tuple[int, ...], num_actions: int) -> None:

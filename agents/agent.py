@@ -11,6 +11,10 @@ The contract is shaped for what comes next, so that it need not change then:
   those rows, and ``eval_act`` is told which rows start a new episode (``first``);
 * anything else the env reports with an observation (auxiliary labels such as "an enemy is on
   screen") travels in the `StepResult` that ``observe`` receives, so no signature changes;
+  what the env reports with the first observations, from ``envs.reset()``, reaches the agent
+  through ``observe_first`` (as dm-acme's ``Actor.observe_first``). With game features
+  (train.py's ``--game-features``) the agent keeps ``result.labels`` until it stores
+  ``result.obs`` at the next ``observe``, so the labels stored with each observation are its own;
 * ``update`` is the one place where gradients are computed and applied, where data-parallel
   ranks will average them;
 * ``act`` takes a batch of observations and returns one action per row: nothing ties the
@@ -23,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.vec import StepResult
 
 
@@ -32,6 +37,12 @@ class Agent(Protocol):
 
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
         """Training actions (exploring) for uint8 observations (N, C, H, W); int64 (N,)."""
+        ...
+
+    def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """The envs were reset and ``obs`` (N, C, H, W) starts an episode in each; ``labels`` are
+        what the env reports with it (``envs.labels``: game-feature labels (N, F), or None). Called
+        after every ``envs.reset()`` of a training loop, before the next `act`."""
         ...
 
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
@@ -65,3 +76,19 @@ class Agent(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         ...
+
+
+def checked_labels(labels: torch.Tensor | None, num_envs: int, num_features: int) -> torch.Tensor | None:
+    """The game-feature labels an agent keeps for its next observations: None when the agent has
+    no game-feature head (whatever the env sends); else ``labels`` (N, F), refused with one clear
+    error when missing or of another shape (an env built without the same game features)."""
+    if num_features == 0:
+        return None
+    if labels is None:
+        raise PixelplayError(
+            f"the agent predicts {num_features} game feature(s) but got no labels with the observations: build "
+            "the envs with the same game_features, and call observe_first(obs, envs.labels) after envs.reset()"
+        )
+    if tuple(labels.shape) != (num_envs, num_features):
+        raise PixelplayError(f"game-feature labels of shape {tuple(labels.shape)}, expected {(num_envs, num_features)}")
+    return labels

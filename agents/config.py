@@ -218,7 +218,7 @@ def add_flags(group: Any, cls: type, dest_prefix: str = "", skip: Iterable[str] 
                 kwargs["metavar"] = "{" + ",".join(map(str, field.metadata["choices"])) + "}"
         help_text = docs.get(field.name, "")
         default = field.default
-        if default is not dataclasses.MISSING and default not in ("", None):
+        if default is not dataclasses.MISSING and default not in ("", None, ()):
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             help_text += f" (default: {shown})"
         group.add_argument(flag, help=help_text.replace("%", "%%"), **kwargs)

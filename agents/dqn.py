@@ -4,6 +4,13 @@ Double DQN (van Hasselt et al. 2016), dueling heads (Wang et al. 2016), n-step r
 1988; Hessel et al. 2018) and prioritized replay (Schaul et al. 2016) each switch on with one
 field of `DQNConfig`. The replay buffer lives on the training device (`agents.replay`), so a
 training step never copies a minibatch between host and device.
+
+With game features (``num_game_features``, train.py's ``--game-features``) the Q-network has a
+game-feature head (`pixelplay.agents.networks.game_feature_head`), the replay stores the labels
+of every stored frame's observation (bool, one row per slot) and each gradient step adds
+``game_feature_coef`` times the head's binary cross-entropy on the sampled observations to the
+TD loss, as Arnold does (Lample & Chaplot 2017). The labels of the first observations come from
+`DQNAgent.observe_first`, those of each next observation with the `StepResult`.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pixelplay.agents.agent import checked_labels
 from pixelplay.agents.config import ConfigError, bounded
-from pixelplay.agents.networks import PRECISIONS, NetworkConfig, QNetwork, build_extractor
+from pixelplay.agents.networks import PRECISIONS, NetworkConfig, QNetwork, build_extractor, game_feature_loss
 from pixelplay.agents.replay import ReplayBatch, ReplayBuffer
+from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.vec import StepResult
 
 
@@ -95,7 +104,10 @@ class DQNAgent:
         device: torch.device,
         frame_stack: int = 1,
         world_size: int = 1,
+        num_game_features: int = 0,
     ):
+        """``num_game_features``: the width of the game-feature head (``len(envs.spec.game_features)``);
+        0 (default): no head, no label storage in the replay, nothing computed."""
         cfg.check_rollout(num_envs)
         # Under torchrun the steps this agent is given are global (all ranks together): the
         # epsilon, learning_starts and target schedules run on them, while train_frequency
@@ -105,7 +117,10 @@ class DQNAgent:
         """Set under torchrun: averages the gradients over the ranks before each optimiser step."""
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs, self.num_actions = num_envs, num_actions
-        self.q_net = QNetwork(build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions, cfg.dueling)
+        self.num_game_features = num_game_features
+        self.q_net = QNetwork(
+            build_extractor(cfg.network, obs_shape, cfg.features_dim), num_actions, cfg.dueling, num_game_features
+        )
         self.q_net.to(self.device)
         if cfg.channels_last:
             self.q_net.to(memory_format=torch.channels_last)
@@ -122,6 +137,8 @@ class DQNAgent:
         self.frame_stack = frame_stack
         self.obs_shape = tuple(obs_shape)
         self._replay: ReplayBuffer | None = None
+        self._labels: torch.Tensor | None = None
+        """with game features: the labels (N, F) of the observations the next `observe` takes"""
         self.gradient_steps = 0
         self.last_train_step = 0
         self.last_target_step = 0
@@ -145,6 +162,7 @@ class DQNAgent:
                 alpha=cfg.priority_alpha,
                 beta=cfg.priority_beta,
                 seed=int(torch.randint(0, 2**31 - 1, ()).item()),
+                num_labels=self.num_game_features,
             )
         return self._replay
 
@@ -196,8 +214,25 @@ class DQNAgent:
         so episode starts (``first``) change nothing."""
         return self._epsilon_greedy(obs, self.cfg.eval_epsilon if epsilon is None else epsilon)
 
+    def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """The envs were reset: ``obs`` starts an episode in every env (the replay cuts the episodes
+        it was storing, see `ReplayBuffer.break_streams`); ``labels`` are its game-feature labels
+        (``envs.labels``), stored with ``obs`` at the next `observe`."""
+        self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
+        if self._replay is not None:
+            self._replay.break_streams()
+
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
-        self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
+        if not self.num_game_features:
+            self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs)
+            return
+        if self._labels is None:
+            raise PixelplayError("observe() before observe_first(obs, envs.labels): the labels of the first "
+                                 "observations come from the env's reset")
+        next_labels = checked_labels(result.labels, self.num_envs, self.num_game_features)
+        self.replay.add(obs, action, result.reward, result.terminated, result.truncated, result.obs, result.final_obs,
+                        labels=self._labels, next_labels=next_labels)
+        self._labels = next_labels
 
     def ready(self, step: int) -> bool:
         return step >= self.learning_starts and step - self.last_train_step >= self.train_interval
@@ -221,19 +256,23 @@ class DQNAgent:
         self.last_train_step += num_updates * interval
         beta = cfg.priority_beta + min(1.0, step / self.total_steps) * (1.0 - cfg.priority_beta)
         for _ in range(num_updates):
-            loss, q_mean = self._gradient_step(beta)
+            stats = self._gradient_step(beta)
             if cfg.tau < 1.0:
                 self._polyak_update()
         if cfg.tau >= 1.0 and step - self.last_target_step >= cfg.target_update_interval:
             self.target_net.load_state_dict(self.q_net.state_dict())
             self.last_target_step = step
-        td_loss, q_values = torch.stack([loss, q_mean]).tolist()  # one host sync per update, for logging
-        return {
-            "losses/td_loss": td_loss,
-            "losses/q_values": q_values,
+        values = torch.stack(list(stats)).tolist()  # one host sync per update, for logging
+        metrics = {
+            "losses/td_loss": values[0],
+            "losses/q_values": values[1],
             "charts/epsilon": self.epsilon(step),
             "charts/gradient_steps": self.gradient_steps,
         }
+        if len(values) > 2:
+            metrics["losses/game_features"] = values[2]
+            metrics["charts/game_feature_accuracy"] = values[3]
+        return metrics
 
     @torch.no_grad()
     def td_target(self, batch: ReplayBatch) -> torch.Tensor:
@@ -248,19 +287,38 @@ class DQNAgent:
             next_q = next_q_target.max(dim=1).values
         return batch.reward + batch.discount * next_q
 
-    def _gradient_step(self, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _q_and_features(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The online net's Q-values and game-feature logits in one forward pass (fp32)."""
+        if self.cfg.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            q, feature_logits = self.q_net(obs, with_game_features=True)
+        return q.float(), feature_logits.float()
+
+    def _gradient_step(self, beta: float) -> tuple[torch.Tensor, ...]:
+        """One gradient step on a sampled batch; returns (TD loss, mean Q) and, with game features,
+        (game-feature BCE, accuracy) after them, detached."""
         cfg = self.cfg
         batch = self.replay.sample(cfg.batch_size, beta=beta)
         target = self.td_target(batch)
-        q = self._q(self.q_net, batch.obs).gather(1, batch.action.unsqueeze(1)).squeeze(1)
+        if self.num_game_features:
+            q_all, feature_logits = self._q_and_features(batch.obs)
+        else:
+            q_all = self._q(self.q_net, batch.obs)
+        q = q_all.gather(1, batch.action.unsqueeze(1)).squeeze(1)
         td_error = target - q
         if cfg.loss == "huber":
             elementwise = F.smooth_l1_loss(q, target, reduction="none")
         else:
             elementwise = 0.5 * td_error**2
         loss = (batch.weight * elementwise).mean()
+        total = loss
+        if self.num_game_features:
+            # A supervised loss: plain mean over the batch, not weighted by the replay's priorities.
+            bce, accuracy = game_feature_loss(feature_logits, self.replay.labels(batch.index))
+            total = loss + cfg.game_feature_coef * bce
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if self.gradient_sync is not None:
             self.gradient_sync(self.q_net.parameters())
         if cfg.max_grad_norm > 0:
@@ -269,6 +327,8 @@ class DQNAgent:
         if cfg.prioritized:
             self.replay.update_priorities(batch.index, td_error.detach().abs())
         self.gradient_steps += 1
+        if self.num_game_features:
+            return loss.detach(), q.detach().mean(), bce.detach(), accuracy.detach()
         return loss.detach(), q.detach().mean()
 
     @torch.no_grad()

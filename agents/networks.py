@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixelplay.agents.config import bounded
@@ -156,19 +157,73 @@ def build_extractor(name: str, obs_shape: Sequence[int], features_dim: int | Non
     return EXTRACTORS[name](tuple(obs_shape), **kwargs)
 
 
+# ---- game-feature supervision (Lample & Chaplot 2017) ------------------------------------------
+
+GAME_FEATURE_HEAD = "game_features"
+"""The attribute, and state-dict prefix, of a network's game-feature head (absent when off)."""
+
+
+def game_feature_head(features_dim: int, num_features: int) -> nn.Linear | None:
+    """The auxiliary head of Lample & Chaplot 2017 ("Playing FPS Games with Deep Reinforcement
+    Learning", AAAI 2017, "Game feature augmentation"): one logit per game feature (enemy,
+    health, ... on screen) from the extractor's features, trained with binary cross-entropy
+    beside the RL loss (`game_feature_loss`), so that the features the policy reads learn to
+    detect what matters in the frame. None for ``num_features == 0``: no layer, no parameters,
+    no state-dict entries, no random numbers drawn, so a network without game features is
+    exactly what it was before the head existed.
+
+    Arnold (glample/Arnold, ``src/model/utils.py``) puts a hidden layer of its own between the
+    conv output and the logits (dropout, Linear, ReLU, dropout, Linear, Sigmoid); here the
+    extractor's dense layer (``features_dim`` wide, after the convs) already is that hidden layer,
+    shared with the policy, and the head is one linear layer. Gain 0.01 (as the policy head):
+    every probability starts near 0.5, the loss near log 2, and the first gradients into the
+    shared torso are small."""
+    if num_features <= 0:
+        return None
+    return layer_init(nn.Linear(features_dim, num_features), gain=0.01)
+
+
+def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(bce, accuracy)`` of game-feature ``logits`` (B, F) against 0/1 ``labels`` (B, F).
+
+    ``bce``: the binary cross-entropy of sigmoid(logits), the mean over rows and features
+    (``torch.nn.BCELoss`` on probabilities as Arnold computes it, here on the logits, which is
+    stable for large logits). ``accuracy``: the fraction of (row, feature) entries whose
+    probability thresholded at 0.5 (logit > 0) equals the label, that is the mean over features
+    of each feature's accuracy. Both in fp32, whatever the logits' dtype."""
+    logits, labels = logits.float(), labels.float()
+    bce = F.binary_cross_entropy_with_logits(logits, labels)
+    accuracy = ((logits > 0) == (labels > 0.5)).float().mean()
+    return bce, accuracy
+
+
+def num_game_features(net_state: dict) -> int:
+    """The width of the game-feature head in a network's state dict (0 when it has none): what
+    an agent must be built with to load it (`pixelplay.agents.load_agent`)."""
+    weight = net_state.get(f"{GAME_FEATURE_HEAD}.weight") if isinstance(net_state, dict) else None
+    return int(weight.shape[0]) if weight is not None else 0
+
+
 class ActorCritic(nn.Module):
     """Shared torso, a policy head (logits) and a value head, initialised as in CleanRL's PPO:
-    policy gain 0.01 so the first policy is near uniform, value gain 1."""
+    policy gain 0.01 so the first policy is near uniform, value gain 1. With
+    ``num_game_features`` a game-feature head (`game_feature_head`) sits on the torso's features
+    too; it runs only when asked (``with_game_features``), in the update, never when acting."""
 
-    def __init__(self, extractor: nn.Module, num_actions: int):
+    def __init__(self, extractor: nn.Module, num_actions: int, num_game_features: int = 0):
         super().__init__()
         self.extractor = extractor
         self.policy = layer_init(nn.Linear(extractor.features_dim, num_actions), gain=0.01)
         self.value = layer_init(nn.Linear(extractor.features_dim, 1), gain=1.0)
+        self.game_features = game_feature_head(extractor.features_dim, num_game_features)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: torch.Tensor, with_game_features: bool = False):
+        """``(logits, value)``; with ``with_game_features``, ``(logits, value, feature logits)``."""
         features = self.extractor(obs)
-        return self.policy(features), self.value(features).squeeze(-1)
+        logits, value = self.policy(features), self.value(features).squeeze(-1)
+        if with_game_features:
+            return logits, value, self.game_features(features)
+        return logits, value
 
 
 MEMORIES = ("none", "lstm", "gru")
@@ -187,7 +242,8 @@ class RecurrentActorCritic(nn.Module):
     state carried over hundreds of steps is not rounded to bf16 at each.
     """
 
-    def __init__(self, extractor: nn.Module, num_actions: int, memory: str = "lstm", memory_size: int = 128):
+    def __init__(self, extractor: nn.Module, num_actions: int, memory: str = "lstm", memory_size: int = 128,
+                 num_game_features: int = 0):
         super().__init__()
         if memory not in ("lstm", "gru"):
             raise PixelplayError(f"memory must be lstm or gru for a recurrent core, got '{memory}'")
@@ -203,23 +259,33 @@ class RecurrentActorCritic(nn.Module):
         self.state_layers = 2 if memory == "lstm" else 1
         self.policy = layer_init(nn.Linear(memory_size, num_actions), gain=0.01)
         self.value = layer_init(nn.Linear(memory_size, 1), gain=1.0)
+        # On the CNN features, before the core, as Arnold's (its base_forward): a frame's game
+        # features are in the frame, not in the memory of the ones before.
+        self.game_features = game_feature_head(extractor.features_dim, num_game_features)
 
     def initial_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Zeros: the state at an episode's start, for ``batch`` sequences."""
         return torch.zeros(self.state_layers, batch, self.memory_size, device=device)
 
     def forward(
-        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None,
+        with_game_features: bool = False,
+    ):
         """``(logits (T * B, A), value (T * B,), state after the last step)`` for T steps of B
-        sequences from ``state``; see the class docstring for ``obs`` and ``first``."""
+        sequences from ``state``; see the class docstring for ``obs`` and ``first``. With
+        ``with_game_features`` a fourth item: the game-feature logits (T * B, F) of each step's
+        frame, from the CNN features (the core does not see into them)."""
         batch = state.shape[1]
         features = self.extractor(obs)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float().reshape(-1, batch, features.shape[-1])
-            hidden, state = self.unroll(features, state, first)
+            features = features.float()
+            feature_logits = self.game_features(features) if with_game_features else None
+            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
             hidden = hidden.reshape(-1, self.memory_size)
-            return self.policy(hidden), self.value(hidden).squeeze(-1), state
+            logits, value = self.policy(hidden), self.value(hidden).squeeze(-1)
+            if with_game_features:
+                return logits, value, state, feature_logits
+            return logits, value, state
 
     def unroll(
         self, features: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None
@@ -252,22 +318,29 @@ class RecurrentActorCritic(nn.Module):
 
 class QNetwork(nn.Module):
     """Q-values per action; with ``dueling`` the head splits into value and advantage streams,
-    Q = V + A - mean(A) (Wang et al. 2016)."""
+    Q = V + A - mean(A) (Wang et al. 2016). With ``num_game_features`` a game-feature head
+    (`game_feature_head`) sits on the same features, as on Arnold's DQN."""
 
-    def __init__(self, extractor: nn.Module, num_actions: int, dueling: bool = False):
+    def __init__(self, extractor: nn.Module, num_actions: int, dueling: bool = False, num_game_features: int = 0):
         super().__init__()
         self.extractor = extractor
         self.dueling = dueling
         dim = extractor.features_dim
         self.advantage = nn.Linear(dim, num_actions)
         self.value = nn.Linear(dim, 1) if dueling else None
+        self.game_features = game_feature_head(dim, num_game_features)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, with_game_features: bool = False):
+        """Q-values (B, A); with ``with_game_features``, ``(q, game-feature logits (B, F))``."""
         features = self.extractor(obs)
         advantage = self.advantage(features)
         if self.value is None:
-            return advantage
-        return self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+            q = advantage
+        else:
+            q = self.value(features) + advantage - advantage.mean(dim=1, keepdim=True)
+        if with_game_features:
+            return q, self.game_features(features)
+        return q
 
 
 @functools.cache
@@ -319,6 +392,8 @@ class NetworkConfig:
     """auto: bf16 autocast where it is fast (CUDA, CPUs with AMX), else fp32; or force bf16 / fp32"""
     channels_last: bool = True
     """store conv weights and activations channels-last (NHWC), faster for convs on CPU and tensor cores"""
+    game_feature_coef: float = bounded(1.0, low=0.0)
+    """with --game-features: weight of the game-feature head's binary cross-entropy in the loss (Lample & Chaplot 2017; Arnold adds it unweighted, 1)"""
 
     def autocast(self, device: torch.device):
         """The autocast context factory for this config's precision on ``device``."""

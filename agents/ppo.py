@@ -11,6 +11,15 @@ at its start and the done flags, and the update re-runs whole env sequences from
 (truncated backpropagation through time over the rollout, as CleanRL's ``ppo_atari_lstm.py``):
 a PPO minibatch is a group of envs with all their steps. Checkpoints hold the core's weights
 (in ``net``) but no states: a resumed run, like a fresh one, starts every env from zeros.
+
+With game features (``num_game_features``, train.py's ``--game-features``) the network has a
+game-feature head (`pixelplay.agents.networks.game_feature_head`; on the CNN features, before a
+recurrent core) and the rollout keeps the labels of every stored observation. The labels of an
+observation arrive with it: those of the first observations from `observe_first` (``envs.labels``
+after ``envs.reset()``), those of each later one in the `StepResult` that brought it
+(``result.labels``), which the agent keeps until that observation is stored at the next
+`observe`. Each minibatch adds ``game_feature_coef`` times the head's binary cross-entropy to
+the loss (Lample & Chaplot 2017). Acting never runs the head.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Categorical
 
+from pixelplay.agents.agent import checked_labels
 from pixelplay.agents.config import ConfigError, bounded
 from pixelplay.agents.networks import (
     MEMORIES,
@@ -29,8 +39,10 @@ from pixelplay.agents.networks import (
     NetworkConfig,
     RecurrentActorCritic,
     build_extractor,
+    game_feature_loss,
 )
 from pixelplay.agents.rollout import RolloutBatch, RolloutStorage, compute_gae
+from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.vec import StepResult
 
 
@@ -202,7 +214,10 @@ class PPOAgent:
         device: torch.device,
         frame_stack: int = 1,
         world_size: int = 1,
+        num_game_features: int = 0,
     ):
+        """``num_game_features``: the width of the game-feature head (``len(envs.spec.game_features)``);
+        0 (default): no head, no label storage, nothing computed."""
         # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
         self.recurrent = cfg.memory != "none"
         if not self.recurrent:
@@ -214,11 +229,12 @@ class PPOAgent:
         """Set under torchrun: averages the gradients over the ranks before each optimiser step."""
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs = num_envs
+        self.num_game_features = num_game_features
         extractor = build_extractor(cfg.network, obs_shape, cfg.features_dim)
         if self.recurrent:
-            self.net = RecurrentActorCritic(extractor, num_actions, cfg.memory, cfg.memory_size)
+            self.net = RecurrentActorCritic(extractor, num_actions, cfg.memory, cfg.memory_size, num_game_features)
         else:
-            self.net = ActorCritic(extractor, num_actions)
+            self.net = ActorCritic(extractor, num_actions, num_game_features)
         self.net.to(self.device)
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -226,7 +242,7 @@ class PPOAgent:
         self.optimizer = self._make_optimizer()
         self.plan = self._update_plan()
         state_shape = (self.net.state_layers, cfg.memory_size) if self.recurrent else None
-        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device, state_shape)
+        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device, state_shape, num_game_features)
         self.batch_size = cfg.num_steps * num_envs
         self.minibatch_size = self.batch_size // self.plan.num_minibatches
         self._pending: tuple[torch.Tensor, ...] | None = None
@@ -235,6 +251,8 @@ class PPOAgent:
         """recurrent: the core state (k, num_envs, H) each env acts from next; zeros at the start"""
         self._eval_state: torch.Tensor | None = None
         """recurrent: eval_act's own state, one row per row of its batch"""
+        self._labels: torch.Tensor | None = None
+        """with game features: the labels (N, F) of the observations the next `observe` stores"""
         if self.recurrent:
             self._state = self.net.initial_state(num_envs, self.device)
 
@@ -264,6 +282,29 @@ class PPOAgent:
         with self.autocast():
             logits, value, state = self.net(obs, state, first)
         return logits.float(), value.float(), state
+
+    def _forward_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(logits, value, game-feature logits or None)`` of an update's minibatch (fp32)."""
+        aux = self.num_game_features > 0
+        obs = batch.obs
+        if self.cfg.channels_last:
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            if self.recurrent:
+                out = self.net(obs, batch.state, batch.first, with_game_features=aux)
+                out = (out[0], out[1], out[3] if aux else None)
+            else:
+                out = self.net(obs, with_game_features=True) if aux else (*self.net(obs), None)
+        logits, value, feature_logits = out
+        return logits.float(), value.float(), None if feature_logits is None else feature_logits.float()
+
+    def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        """The envs were reset: ``obs`` starts an episode in every env; ``labels`` are its game-feature
+        labels (``envs.labels``), which the rollout stores with ``obs`` at the next `observe`.
+        A recurrent core starts every env from zeros."""
+        self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
+        if self.recurrent:
+            self._state = self.net.initial_state(self.num_envs, self.device)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
@@ -311,10 +352,14 @@ class PPOAgent:
                 _, final_value = self._forward(result.final_obs)
             reward = torch.where(result.truncated, reward + self.cfg.gamma * final_value, reward)
         done = result.terminated | result.truncated
-        self.storage.add(obs, action, logprob, value, reward, done, state)
+        if self.num_game_features and self._labels is None:
+            raise PixelplayError("observe() before observe_first(obs, envs.labels): the labels of the first "
+                                 "observations come from the env's reset")
+        self.storage.add(obs, action, logprob, value, reward, done, state, self._labels)
         if self.recurrent:  # envs that finished start their next episode from zeros
             self._state = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
         self._next_obs = result.obs
+        self._labels = checked_labels(result.labels, self.num_envs, self.num_game_features)  # result.obs's
         self._pending = None
 
     def ready(self, step: int) -> bool:
@@ -346,7 +391,8 @@ class PPOAgent:
         advantages, returns = compute_gae(
             storage.rewards, storage.values, storage.dones, last_value, cfg.gamma, cfg.gae_lambda
         )
-        sums = torch.zeros(6, device=self.device)
+        aux = self.num_game_features > 0
+        sums = torch.zeros(8 if aux else 6, device=self.device)
         count = 0
         plan = self.plan
         for _ in range(plan.epochs):
@@ -355,10 +401,7 @@ class PPOAgent:
             else:
                 batches = storage.minibatches(advantages, returns, self.minibatch_size)
             for batch in batches:
-                if self.recurrent:
-                    logits, new_value, _ = self._forward_memory(batch.obs, batch.state, batch.first)
-                else:
-                    logits, new_value = self._forward(batch.obs)
+                logits, new_value, feature_logits = self._forward_batch(batch)
                 dist = Categorical(logits=logits)
                 terms = actor_critic_loss(
                     dist.log_prob(batch.action),
@@ -371,20 +414,24 @@ class PPOAgent:
                     ent_coef=cfg.ent_coef,
                     norm_adv=cfg.norm_adv,
                 )
+                stats = list(terms)
+                if aux:  # the game-feature head's loss joins the total (Lample & Chaplot 2017)
+                    bce, accuracy = game_feature_loss(feature_logits, batch.labels)
+                    stats = [terms.total + cfg.game_feature_coef * bce, *stats[1:], bce, accuracy]
                 self.optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
+                stats[0].backward()
                 if self.gradient_sync is not None:
                     self.gradient_sync(self.net.parameters())
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                sums += torch.stack([t.detach() for t in terms])
+                sums += torch.stack([t.detach() for t in stats])
                 count += 1
         storage.clear()
         # Explained variance of the value targets: 1 is perfect, 0 no better than a constant.
         var_ret = returns.var()
         explained = 1 - (returns - storage.values).var() / var_ret if var_ret > 0 else torch.tensor(float("nan"))
         means = (sums / count).tolist()  # one device sync per update, for logging
-        return {
+        metrics = {
             "losses/total": means[0],
             "losses/policy": means[1],
             "losses/value": means[2],
@@ -394,6 +441,10 @@ class PPOAgent:
             "losses/explained_variance": float(explained),
             "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
+        if aux:
+            metrics["losses/game_features"] = means[6]
+            metrics["charts/game_feature_accuracy"] = means[7]
+        return metrics
 
     def state_dict(self) -> dict:
         return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}

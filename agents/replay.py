@@ -22,6 +22,9 @@ time, but with batched tensor indexing instead of a Python loop per sample):
   episode bootstraps from) and the new episode's first stack follows. An episode of T transitions
   therefore uses T + k slots: ``capacity`` counts slots, and the buffer holds ``capacity`` minus
   ``k`` per stored episode start transitions (see ``__len__``);
+* with ``num_labels`` (game features) a slot also holds the labels of the observation whose
+  newest frame it holds, as bools (``num_labels`` bytes a slot; none allocated without them),
+  and ``labels(batch.index)`` gives those of a sampled batch's ``obs``;
 * which transitions may be sampled is kept in a sum tree over all slots (``agents.sum_tree``):
   a leaf is 0 for slots that hold no sampleable transition (episode padding, final frames, a
   transition whose n-step window is still open, or whose stack the ring has started to overwrite)
@@ -155,8 +158,12 @@ class ReplayBuffer:
         priority_eps: float = 1e-6,
         seed: int = 0,
         check_stacks: bool = False,
+        num_labels: int = 0,
     ):
         """``capacity`` counts slots for all envs together (``capacity // num_envs`` per env).
+
+        ``num_labels``: the width of the per-observation labels ``add`` takes and ``sample``
+        returns (game features); 0 (default): none, and no memory for them.
 
         ``check_stacks`` verifies on every ``add`` (with a host sync, so for tests and debugging)
         that each next obs is the obs shifted by one frame and that each obs continues the stored
@@ -177,6 +184,7 @@ class ReplayBuffer:
         self.priority_eps = float(priority_eps)
         self.seed = int(seed)
         self.check_stacks = bool(check_stacks)
+        self.num_labels = int(num_labels)
         self.slots_per_env = int(capacity) // self.num_envs
         self._check_slots_per_env(capacity, num_envs)
         self.capacity = self.slots_per_env * self.num_envs
@@ -201,6 +209,7 @@ class ReplayBuffer:
         self._terminated = t["terminated"].view(-1)
         self._truncated = t["truncated"].view(-1)
         self._step_id = t["step_id"].view(-1)
+        self._labels = t["labels"].view(-1, self.num_labels) if self.num_labels else None  # (N * F, L)
         self._head = t["head"]  # (N,) next slot to write
         self._ep_len = t["ep_len"]  # (N,) transitions in the current episode so far
         self._count = t["count"]  # () sampleable transitions
@@ -253,6 +262,13 @@ class ReplayBuffer:
                 raise PixelplayError(
                     f"replay.add: {name} must be uint8 {shape}, got {x.dtype} {tuple(x.shape)}"
                 )
+
+    def _check_labels(self, **labels: torch.Tensor | None) -> None:
+        shape = (self.num_envs, self.num_labels)
+        for name, x in labels.items():
+            if x is None or tuple(x.shape) != shape:
+                got = "none" if x is None else f"shape {tuple(x.shape)}"
+                raise PixelplayError(f"replay.add: {name} must be game-feature labels of shape {shape}, got {got}")
 
     def _check_stacks(self, obs, next_obs, final_obs, done) -> None:
         """Each next obs is obs shifted by one frame, and obs continues the stored stream (a sync)."""
@@ -332,6 +348,9 @@ class ReplayBuffer:
             "truncated": ((N, F), torch.bool),
             "step_id": ((N, F), torch.int32),
         }
+        if self.num_labels:
+            # bool: 0/1 labels at a byte each, beside the frame's 7 KB (84x84) it describes.
+            plan["labels"] = ((N, F, self.num_labels), torch.bool)
         for i, size in enumerate(SumTree.level_sizes(self.capacity)):
             plan[f"tree{i}"] = ((size,), self._tree_dtype)
         plan["head"] = ((N,), torch.int64)
@@ -422,7 +441,7 @@ class ReplayBuffer:
         mask = (j < self._ep_len.unsqueeze(1)) & ((j == self.n_step - 1) | done.unsqueeze(1))
         return self._leaf(slots), mask
 
-    def _start_streams(self, obs: torch.Tensor) -> None:
+    def _start_streams(self, obs: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Begin new episodes in every env from ``obs`` (first add, or first add after loading).
 
         Stored episodes that were still running are cut as truncations: their last transition's
@@ -441,6 +460,8 @@ class ReplayBuffer:
         j = torch.arange(k, device=self.device)
         dest = self._frame_index(self._head.unsqueeze(1) + j)
         self._frames_flat.index_put_((dest.reshape(-1),), obs.reshape(self.num_envs * k, c, *hw))
+        if self._labels is not None:  # obs's labels go with its newest frame
+            self._labels.index_put_((self._leaf(self._head + k - 1),), labels)
         # Writing slots head..head+k-1 breaks the stacks of the transitions in head..head+2k-2.
         clear = self._leaf(self._head.unsqueeze(1) + torch.arange(2 * k - 1, device=self.device))
         empty = torch.zeros(0, dtype=torch.int64, device=self.device)
@@ -458,6 +479,8 @@ class ReplayBuffer:
         truncated: torch.Tensor,
         next_obs: torch.Tensor,
         final_obs: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        next_labels: torch.Tensor | None = None,
     ) -> None:
         """Store one vector-env step: tensors of shape (N, ...), as `envs.vec.VecEnv.step` returns.
 
@@ -465,10 +488,16 @@ class ReplayBuffer:
         ``final_obs`` the last obs of the finished episode where done (equal to ``next_obs``
         elsewhere). ``obs`` is read only to start the stream; later it is already stored as the
         previous ``next_obs``. Per env this writes one frame, or 1 + k at an episode end.
+
+        A buffer with ``num_labels`` takes the 0/1 labels (N, L) of ``obs`` (``labels``, read,
+        like ``obs``, only to start the stream) and of ``next_obs`` (``next_labels``:
+        `StepResult.labels`); ``final_obs`` needs none, it is never sampled as an observation.
         """
         N, k, F = self.num_envs, self.frame_stack, self.slots_per_env
         c, hw = self.channels_per_frame, self.obs_shape[1:]
         self._check_observations(obs=obs, next_obs=next_obs, final_obs=final_obs)
+        if self.num_labels:
+            self._check_labels(**({} if self._streaming else {"labels": labels}), next_labels=next_labels)
         dev = self.device
         obs, next_obs, final_obs = (_as_device(x, dev, torch.uint8) for x in (obs, next_obs, final_obs))
         action = _as_device(action, dev, torch.int32).reshape(N)
@@ -480,7 +509,8 @@ class ReplayBuffer:
         if self.check_stacks:
             self._check_stacks(obs, next_obs, final_obs, done)
         if not self._streaming:
-            self._start_streams(obs)
+            first_labels = _as_device(labels, dev, torch.float32) > 0.5 if self.num_labels else None
+            self._start_streams(obs, first_labels)
 
         head = self._head
         last = head - 1  # slot of obs's newest frame: this step's transition lives there
@@ -501,6 +531,10 @@ class ReplayBuffer:
         scratch = (self._env_ids * (F + 1) + F).unsqueeze(1)
         dest = torch.where(done.unsqueeze(1), dest, scratch)
         self._frames_flat.index_put_((dest.reshape(-1),), next_obs.reshape(N * k, c, *hw))
+        if self._labels is not None:
+            # next_obs's labels go with its newest frame: slot head, or head + k after a reset.
+            newest_slot = torch.where(done, head + k, head)
+            self._labels.index_put_((self._leaf(newest_slot),), _as_device(next_labels, dev, torch.float32) > 0.5)
 
         # Priorities. Writing slot w breaks the stacks of transitions in slots w..w+k-1 (the
         # oldest in the ring); this step writes head (and head+1..head+k where done).
@@ -564,6 +598,14 @@ class ReplayBuffer:
             weight=torch.ones(B, dtype=torch.float32, device=self.device),
             index=index,
         )
+
+    def labels(self, index: torch.Tensor) -> torch.Tensor:
+        """float32 (B, L), 0.0 or 1.0: the labels of the observations at ``index`` (a sampled
+        batch's ``obs``: ``labels(batch.index)``), for a buffer with ``num_labels``. A method, not a
+        `ReplayBatch` field, so that batches of a buffer without labels are what they always were."""
+        if self._labels is None:
+            raise PixelplayError("replay.labels: this buffer stores no labels (built with num_labels=0)")
+        return self._labels[_as_device(index, self.device, torch.int64).reshape(-1)].float()
 
     def sample(
         self, batch_size: int, beta: float | None = None, generator: torch.Generator | None = None
@@ -632,6 +674,8 @@ class ReplayBuffer:
             "prioritized": self.prioritized,
             "alpha": self.alpha,
             "priority_eps": self.priority_eps,
+            # Only with labels: the saved replays of buffers without them keep loading.
+            **({"num_labels": self.num_labels} if self.num_labels else {}),
         }
 
     def _saved_tensors(self) -> dict[str, torch.Tensor]:

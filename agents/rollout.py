@@ -6,6 +6,9 @@ of shape (T, N, ...) on the device; observations stay uint8 until the network sc
 For a recurrent policy the storage also keeps each env's core state at the start of the rollout;
 with the done flags that is all an update needs to re-run every env's sequence from its start
 (truncated backpropagation through time over the rollout, as CleanRL's ``ppo_atari_lstm.py``).
+
+With game features (``num_labels`` > 0) it also keeps the labels of each stored observation,
+bool (T, N, F), for the game-feature head's loss; without them no such tensor exists.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ class RolloutBatch(NamedTuple):
     flat fields above are then E whole env sequences, time-major (B = T * E)"""
     state: torch.Tensor | None = None
     """recurrent only, float32 (k, E, H): the core state of those envs at the rollout's start"""
+    labels: torch.Tensor | None = None
+    """with game features only, float32 (B, F), 0.0 or 1.0: the game-feature labels of ``obs``,
+    row for row"""
 
 
 def compute_gae(
@@ -76,6 +82,7 @@ class RolloutStorage:
         obs_shape: tuple[int, ...],
         device: torch.device,
         state_shape: tuple[int, ...] | None = None,
+        num_labels: int = 0,
     ):
         self.num_steps, self.num_envs = num_steps, num_envs
         self.obs = torch.zeros((num_steps, num_envs, *obs_shape), dtype=torch.uint8, device=device)
@@ -88,17 +95,24 @@ class RolloutStorage:
         """recurrent policies: the core state (k, N, H) each env acted from at step 0"""
         if state_shape is not None:
             self.initial_state = torch.zeros((state_shape[0], num_envs, *state_shape[1:]), device=device)
+        self.labels = None
+        """with game features: bool (T, N, F), the labels of ``obs[t]`` (0/1 labels stored as bools)"""
+        if num_labels > 0:
+            self.labels = torch.zeros((num_steps, num_envs, num_labels), dtype=torch.bool, device=device)
         self.step = 0
 
     @property
     def full(self) -> bool:
         return self.step == self.num_steps
 
-    def add(self, obs, action, logprob, value, reward, done, state=None) -> None:
-        """Store step t; ``state`` (recurrent) is the core state the envs acted from, kept at t = 0."""
+    def add(self, obs, action, logprob, value, reward, done, state=None, labels=None) -> None:
+        """Store step t; ``state`` (recurrent) is the core state the envs acted from, kept at t = 0;
+        ``labels`` (with game features) the float (N, F) 0/1 labels of ``obs``."""
         t = self.step
         if t == 0 and self.initial_state is not None:
             self.initial_state.copy_(state)
+        if self.labels is not None:
+            self.labels[t].copy_(labels > 0.5)
         self.obs[t].copy_(obs)
         self.actions[t].copy_(action)
         self.logprobs[t].copy_(logprob)
@@ -124,10 +138,13 @@ class RolloutStorage:
             advantages.reshape(total),
             returns.reshape(total),
         )
+        labels = None if self.labels is None else self.labels.reshape(total, -1)
         order = torch.randperm(total, device=self.obs.device, generator=generator)
         for start in range(0, total, minibatch_size):
             index = order[start : start + minibatch_size]
-            yield RolloutBatch(*(tensor[index] for tensor in flat))
+            yield RolloutBatch(
+                *(tensor[index] for tensor in flat), labels=None if labels is None else labels[index].float()
+            )
 
     def sequences(
         self,
@@ -155,6 +172,7 @@ class RolloutStorage:
                 *(tensor[:, index].reshape(-1) for tensor in (self.actions, self.logprobs, self.values, advantages, returns)),
                 first=first[:, index],
                 state=self.initial_state[:, index],
+                labels=None if self.labels is None else self.labels[:, index].reshape(-1, self.labels.shape[-1]).float(),
             )
 
     def clear(self) -> None:

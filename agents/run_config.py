@@ -22,6 +22,7 @@ from pixelplay.agents import ALGOS, make_config, preset_for
 from pixelplay.agents.config import ConfigError, add_flags, bounded, build, split_namespace
 from pixelplay.envs import ENVS, resolve_env
 from pixelplay.envs.errors import PixelplayError
+from pixelplay.envs.spec import DOOM
 
 
 @dataclass
@@ -46,6 +47,8 @@ class RunConfig:
     """Atari backend: auto (EnvPool when installed), gymnasium or envpool"""
     bots: int = bounded(0, low=0, high=15)
     """doom-deathmatch: built-in bots to play against (0: the scenario's default)"""
+    game_features: tuple[str, ...] = ()
+    """Doom only: learn to predict these game features on screen (enemy, health, weapon, ammo; comma-separated) with an auxiliary head, as Lample & Chaplot 2017 (weight: --game-feature-coef)"""
     track: bool = True
     """log to Weights & Biases (offline unless WANDB_MODE says otherwise; no account needed)"""
     wandb_project: str = "pixelplay"
@@ -68,6 +71,27 @@ class RunConfig:
     """stop early once the mean raw return of the last 20 episodes reaches this (default: never)"""
     dist_timeout: float = bounded(1800.0, low=1.0)
     """under torchrun: seconds a rank waits for the others in a collective before giving up"""
+
+    def check(self) -> None:
+        """game_features: known names, each once, and a ViZDoom env (the labels come from its
+        labels buffer); checked with the other values, before anything is created."""
+        if not self.game_features:
+            return
+        from pixelplay.envs.doom import GAME_FEATURES
+
+        unknown = [name for name in self.game_features if name not in GAME_FEATURES]
+        if unknown:
+            raise ConfigError(f"run option game_features: unknown game feature(s) {', '.join(map(repr, unknown))}; "
+                              f"known: {', '.join(GAME_FEATURES)}")
+        if len(set(self.game_features)) != len(self.game_features):
+            raise ConfigError(f"run option game_features names a feature twice: {','.join(self.game_features)}")
+        try:
+            family, _ = resolve_env(self.env)
+        except PixelplayError:
+            return  # an unknown env: resolve_config says so
+        if family != DOOM:
+            raise ConfigError(f"--game-features is a ViZDoom option (its labels buffer says what is on screen); "
+                              f"{self.env} is an Atari env")
 
 
 # The command line: every RunConfig field and every field of the algorithm's config is a flag,
