@@ -127,7 +127,9 @@ def load_agent(path_or_run, device: str | torch.device = "cpu", num_envs: int = 
     obs_shape = tuple(checkpoint["obs_shape"])
     agent = ALGOS[algo].agent(cfg, obs_shape, checkpoint["num_actions"], num_envs, 1, torch.device(device),
                               num_game_features=_saved_game_features(checkpoint))
-    restore_agent(agent, checkpoint, obs_shape, checkpoint["num_actions"])
+    # A saved replay (--save-replay) is training state sized for the run's envs: evaluation drops it.
+    evaluation = {**checkpoint, "agent": {k: v for k, v in checkpoint["agent"].items() if k != "replay"}}
+    restore_agent(agent, evaluation, obs_shape, checkpoint["num_actions"])
     return agent, checkpoint
 
 

@@ -376,6 +376,11 @@ def test_cli_resume_restores_the_replay(tmp_path):
         steps = [int(row["global_step"]) for row in csv.DictReader(handle)]
     assert steps == sorted(steps) and steps[-1] == 600 and len(steps) == len(set(steps))
 
+    # Evaluation builds a 1-env agent and leaves the 2-env run's saved replay out.
+    from pixelplay.eval.__main__ import main as eval_main
+
+    assert eval_main(["score", str(run_dir), "--episodes", "1", "--num-envs", "1"]) == 0
+
 
 DOOM_BASIC_TARGET = 75.0
 """Mean raw return over the last 20 episodes that counts as having learned ViZDoom basic."""

@@ -152,7 +152,7 @@ def _flag_value(value: Any) -> str:
 def _flags(values: dict, base: dict, names: list[str]) -> list[str]:
     words = []
     for name in names:
-        if name not in values or values[name] == base.get(name):
+        if name not in values or _same(values[name], base.get(name)):
             continue
         flag = "--" + name.replace("_", "-")
         value = values[name]
@@ -161,6 +161,11 @@ def _flags(values: dict, base: dict, names: list[str]) -> list[str]:
         else:
             words += [flag, _flag_value(value)]
     return words
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as they would be in config.json (a tuple option is a list there)."""
+    return (list(a) == list(b)) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
 
 def train_command(config: dict) -> str:
