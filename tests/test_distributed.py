@@ -222,21 +222,29 @@ def _wait(predicate, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def test_a_killed_rank_ends_the_job_with_a_checkpoint_and_no_hang(tmp_path):
-    run_dir = tmp_path / "run"
-    launcher = subprocess.Popen([*TORCHRUN, str(ROOT / "train.py"), *RUN, "--total-steps", "100000",
+def _kill_rank_1_after_the_first_checkpoint(run_dir: Path, *launch: str, total_steps: int,
+                                            timeout: int) -> tuple[int, str, str]:
+    """Start ``torchrun [launch...] train.py ...``, SIGKILL rank 1 once a checkpoint exists, and
+    return the launcher's exit code, stdout and stderr (never hangs past ``timeout``)."""
+    launcher = subprocess.Popen([*TORCHRUN, *launch, str(ROOT / "train.py"), *RUN, "--total-steps", str(total_steps),
                                  "--checkpoint-interval", "256", "--run-dir", str(run_dir)],
-                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: (run_dir / "checkpoints" / "latest.pt").exists())
         pid = _rank_pid(launcher, 1)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        out, err = launcher.communicate(timeout=120)
+        out, err = launcher.communicate(timeout=timeout)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert launcher.returncode != 0
+    return launcher.returncode, out, err
+
+
+def test_a_killed_rank_ends_the_job_with_a_checkpoint_and_no_hang(tmp_path):
+    run_dir = tmp_path / "run"
+    code, _, err = _kill_rank_1_after_the_first_checkpoint(run_dir, total_steps=100_000, timeout=120)
+    assert code != 0
     assert "rank 0 lost the other ranks" in err or "stopped by SIGTERM" in err, err[-3000:]
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["global_step"] > 0 and checkpoint["world_size"] == 2
@@ -244,19 +252,9 @@ def test_a_killed_rank_ends_the_job_with_a_checkpoint_and_no_hang(tmp_path):
 
 def test_an_elastic_restart_resumes_the_run_by_itself(tmp_path):
     run_dir = tmp_path / "run"
-    launcher = subprocess.Popen([*TORCHRUN, "--max-restarts", "1", str(ROOT / "train.py"), *RUN,
-                                 "--total-steps", "1280", "--checkpoint-interval", "256", "--run-dir", str(run_dir)],
-                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait(lambda: (run_dir / "checkpoints" / "latest.pt").exists())
-        pid = _rank_pid(launcher, 1)
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        out, err = launcher.communicate(timeout=300)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 0, err[-3000:]
+    code, out, err = _kill_rank_1_after_the_first_checkpoint(run_dir, "--max-restarts", "1", total_steps=1280,
+                                                             timeout=300)
+    assert code == 0, err[-3000:]
     assert "weights identical on all 2 ranks" in out
     assert load_checkpoint(run_dir)["global_step"] == 1280
     steps = [int(r["global_step"]) for r in _csv(run_dir / "metrics.csv")]

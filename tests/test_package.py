@@ -19,7 +19,7 @@ def _tracked_files() -> list[str]:
     return [name for name in listed if (ROOT / name).is_file()]
 
 
-def test_the_wheel_holds_only_pixelplay_and_imports_from_outside_the_checkout(tmp_path):
+def test_the_wheel_holds_only_pixelplay_and_its_zoo_and_imports_from_outside_the_checkout(tmp_path):
     # A clean copy: a stale build/ in the checkout would pack the old top-level folders.
     source = tmp_path / "src"
     for name in _tracked_files():
@@ -36,6 +36,9 @@ def test_the_wheel_holds_only_pixelplay_and_imports_from_outside_the_checkout(tm
                    "pixelplay/eval/__main__.py"):
         assert module in names
     assert not any(name.startswith("pixelplay/tests/") or name.startswith("pixelplay/bench/") for name in names)
+    for agent in ("doom-basic-dqn", "doom-basic-ppo"):  # the zoo ships as package data
+        for file in ("agent.pt", "config.json", "README.md"):
+            assert f"pixelplay/zoo/{agent}/{file}" in names
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -43,10 +46,15 @@ def test_the_wheel_holds_only_pixelplay_and_imports_from_outside_the_checkout(tm
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code = ("import pixelplay, pixelplay.train, pixelplay.eval.__main__; "
-            "from pixelplay.agents.networks import NatureCNN; print(pixelplay.__file__)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env={"PYTHONPATH": str(target), "PATH": ""},
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip().startswith(str(target))
+            "from pixelplay.agents.networks import NatureCNN; from pixelplay.agents import load_agent; "
+            "from pixelplay.agents.checkpoint import resolve_checkpoint; load_agent('doom-basic-dqn'); "
+            "print(pixelplay.__file__); print(resolve_checkpoint('doom-basic-ppo'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env={"PYTHONPATH": str(target), "PATH": ""},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    package_file, zoo_agent = result.stdout.strip().splitlines()[-2:]
+    assert package_file.startswith(str(target))
+    assert zoo_agent == str(target / "pixelplay" / "zoo" / "doom-basic-ppo" / "agent.pt")  # a zoo name, from anywhere
 
 
 def test_no_module_is_loaded_under_two_names(tmp_path):

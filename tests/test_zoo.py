@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import subprocess
-import sys
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -252,37 +249,6 @@ def test_an_unknown_zoo_name_lists_the_zoo(capsys):
     assert "'doom-basic-sac'" in err and all(name in err for name in SHIPPED)
     with pytest.raises(CheckpointError, match="zoo has"):
         load_agent("zoo/nope")
-
-
-def test_the_wheel_ships_the_zoo_and_it_resolves_from_an_install(tmp_path):
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.split()
-    source = tmp_path / "src"
-    for name in listed:
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(source)], check=True, capture_output=True, text=True)
-    (wheel,) = wheels.glob("pixelplay-*.whl")
-    packed = set(zipfile.ZipFile(wheel).namelist())
-    assert "pixelplay/zoo/README.md" in packed and "pixelplay/zoo/export.py" in packed
-    for name in SHIPPED:
-        for file in ("agent.pt", "config.json", "README.md"):
-            assert f"pixelplay/zoo/{name}/{file}" in packed
-
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    code = ("from pixelplay.agents.checkpoint import resolve_checkpoint; from pixelplay.agents import load_agent; "
-            "load_agent('doom-basic-dqn'); print(resolve_checkpoint('doom-basic-ppo'))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env={"PYTHONPATH": str(target), "PATH": ""},
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(target / "pixelplay" / "zoo" / "doom-basic-ppo" / "agent.pt")
 
 
 def test_resume_of_an_exported_folder_is_refused_and_changes_nothing(tmp_path, capsys):
