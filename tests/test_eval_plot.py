@@ -1,4 +1,5 @@
-"""python -m pixelplay.eval plot on fake run directories: learning curves and the DOOM table as PNG files."""
+"""python -m pixelplay.eval plot on fake run directories: learning curves, Doom kills/deaths curves and the
+DOOM table as PNG files."""
 
 import csv
 import json
@@ -10,24 +11,28 @@ import pytest
 from pixelplay.eval import doom_table
 from pixelplay.eval.__main__ import main
 from pixelplay.eval.baselines import DOOM_PAPER
-from pixelplay.eval.plot import moving_average, read_run, run_env_spec
+from pixelplay.eval.plot import kills_deaths_series, moving_average, read_run, run_env_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_run(path, env, episodes=60, doom=False, seed=0):
+def fake_run(path, env, episodes=60, doom=False, seed=0, steps=None, kills=None, deaths=None, rank=False):
+    """A run directory: config.json and episodes.csv (Doom's columns with ``doom``; ``steps``, ``kills``,
+    ``deaths`` per episode where given, else 1000 * (i + 1), 1 and 2; a torchrun ``rank`` column)."""
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"run": {"env": env, "algo": "ppo"}, "algo": {}}))
-    columns = ["global_step", "wall_time", "env", "return", "length"]
+    episodes = len(steps) if steps is not None else episodes
+    columns = ["global_step", "wall_time", *(["rank"] if rank else []), "env", "return", "length"]
     columns += ["kills", "deaths", "suicides", "objects"] if doom else ["frames"]
     rng = np.random.default_rng(seed)
     with open(path / "episodes.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         for i in range(episodes):
-            row = {"global_step": 1000 * (i + 1), "wall_time": i, "env": i % 4, "return": i * 0.5 + rng.normal(),
-                   "length": 100}
-            row.update({"kills": 1, "deaths": 2, "suicides": 0, "objects": 3} if doom else {"frames": 400})
+            row = {"global_step": steps[i] if steps is not None else 1000 * (i + 1), "wall_time": i, "env": i % 4,
+                   "return": i * 0.5 + rng.normal(), "length": 100, **({"rank": i % 2} if rank else {})}
+            row.update({"kills": kills[i] if kills else 1, "deaths": deaths[i] if deaths else 2, "suicides": 0,
+                        "objects": 3} if doom else {"frames": 400})
             writer.writerow(row)
     return path
 
@@ -103,3 +108,91 @@ def test_curves_count_frames_with_the_runs_frame_skip(tmp_path, monkeypatch):
     assert main(["plot", str(known), str(unknown), "--out", str(tmp_path / "out")]) == 0
     assert drawn[0] == [4000, 8000, 12000] and drawn[2] == [1000, 2000, 3000]
     assert labels == ["env frames (global step x frame skip 4)", "agent steps (global step; frame skip unknown)"]
+
+
+def spy_plot(monkeypatch):
+    """Record each Axes.plot call's x, y and label (the lines drawn, in order)."""
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+
+    def wrapper(ax, x, y, *args, **kwargs):
+        drawn.append((list(x), list(y), kwargs.get("label")))
+        return real(ax, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", wrapper)
+    return drawn
+
+
+def test_kills_deaths_png_for_a_doom_run_not_an_atari_one(tmp_path, capsys):
+    doom = fake_run(tmp_path / "doom", "doom-deathmatch", episodes=30, doom=True)
+    atari = fake_run(tmp_path / "atari", "breakout", episodes=30)
+    assert main(["plot", str(doom)]) == 0
+    png = doom / "kills_deaths_curve.png"
+    data = png.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    assert str(png) in capsys.readouterr().out
+    assert main(["plot", str(atari)]) == 0
+    assert (atari / "learning_curve.png").exists()
+    assert not list(atari.glob("kills_deaths*"))
+    assert capsys.readouterr().out.splitlines() == [f"wrote {atari / 'learning_curve.png'}"]
+    assert sorted(p.name for p in doom.iterdir()) == ["config.json", "episodes.csv", "kills_deaths_curve.png",
+                                                      "learning_curve.png"]  # no temporary file left behind
+
+
+def test_kills_deaths_series_by_hand(tmp_path):
+    # Two torchrun ranks interleave their rows: the curves sort them by env frames (global step x 4).
+    run = read_run(fake_run(tmp_path / "doom", "doom-deathmatch", doom=True, rank=True,
+                            steps=[2000, 1000, 3000, 4000], kills=[3, 1, 5, 0], deaths=[0, 2, 2, 4]))
+    series = kills_deaths_series(run, 2, run_env_spec("doom-deathmatch"))
+    assert list(series["x"]) == [4000, 8000, 12000, 16000]
+    assert series["kills"] == pytest.approx([1, (1 + 3) / 2, (3 + 5) / 2, (5 + 0) / 2])
+    assert series["deaths"] == pytest.approx([2, (2 + 0) / 2, (0 + 2) / 2, (2 + 4) / 2])
+    no_spec = kills_deaths_series(run, 3)  # an env this install cannot resolve: agent steps
+    assert list(no_spec["x"]) == [1000, 2000, 3000, 4000]
+    assert no_spec["kills"] == pytest.approx([1, 2, 3, 8 / 3])
+    assert kills_deaths_series(read_run(fake_run(tmp_path / "atari", "breakout", episodes=3)), 2) == {}
+
+
+def test_mixed_runs_draw_kills_deaths_of_the_doom_ones_only(tmp_path, monkeypatch, capsys):
+    drawn = spy_plot(monkeypatch)
+    atari = fake_run(tmp_path / "atari", "breakout", episodes=4)
+    doom_a = fake_run(tmp_path / "doom_a", "doom-deathmatch", doom=True,
+                      steps=[1000, 2000, 3000, 4000], kills=[0, 2, 4, 6], deaths=[1, 1, 3, 3])
+    doom_b = fake_run(tmp_path / "doom_b", "doom-deathmatch", doom=True, rank=True,
+                      steps=[2000, 1000, 4000, 3000], kills=[1, 1, 1, 5], deaths=[0, 4, 0, 2])
+    out = tmp_path / "out"
+    assert main(["plot", str(atari), str(doom_a), str(doom_b), "--out", str(out), "--smooth", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["kills_deaths_curves.png", "learning_curves.png"]
+    assert (out / "kills_deaths_curves.png").read_bytes().startswith(PNG_MAGIC)
+    labelled = {label: (x, y) for x, y, label in drawn if label}
+    # The return curves: every run; the Doom runs' x axis in env frames.
+    returns_x = labelled["doom_b"][0]
+    assert returns_x == [4000, 8000, 12000, 16000] and "atari" in labelled
+    # The kills/deaths curves: one labelled line per Doom run per quantity, none for the Atari run.
+    kd = {label: xy for label, xy in labelled.items() if ": " in label}
+    assert sorted(kd) == ["doom_a: deaths", "doom_a: kills", "doom_b: deaths", "doom_b: kills"]
+    assert all(x == returns_x for x, _ in kd.values())  # the same x axis as the return
+    assert kd["doom_a: kills"][1] == pytest.approx([0, 1, 3, 5])
+    assert kd["doom_a: deaths"][1] == pytest.approx([1, 1, 2, 3])
+    assert kd["doom_b: kills"][1] == pytest.approx([1, 1, 3, 3])  # sorted by step: 1, 1, 5, 1
+    assert kd["doom_b: deaths"][1] == pytest.approx([4, 2, 1, 1])  # sorted by step: 4, 0, 2, 0
+    # Each smoothed line has its raw counts drawn faint behind it (unlabelled, same x).
+    raw = [y for x, y, label in drawn if label is None and x == returns_x]
+    assert [0, 2, 4, 6] in raw and [4, 0, 2, 0] in raw
+    assert str(out / "kills_deaths_curves.png") in capsys.readouterr().out
+
+
+def test_kills_deaths_x_label_names_the_unit_as_the_return_does(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    real = matplotlib.axes.Axes.set_xlabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel",
+                        lambda ax, text, *a, **k: labels.append(text) or real(ax, text, *a, **k))
+    known = fake_run(tmp_path / "known", "doom-deathmatch", episodes=3, doom=True)
+    unknown = fake_run(tmp_path / "unknown", "no-such-doom", episodes=3, doom=True)
+    assert main(["plot", str(known), str(unknown), "--out", str(tmp_path / "out")]) == 0
+    frames, steps = "env frames (global step x frame skip 4)", "agent steps (global step; frame skip unknown)"
+    assert labels == [frames, steps] + [frames, frames, steps, steps]  # return, then kills|deaths per env
