@@ -235,9 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot",
         help="learning curves of runs and the DOOM table as PNG files",
-        description="Plot episode return against env frames (global step x 4) from each run's episodes.csv, "
-                    "one line per run, smoothed, with the human score of the env where known; and a bar chart "
-                    "of the DOOM table where a run holds doom_table.json. PNGs go into the run directory.",
+        description="Plot episode return against env frames (global step x the env's frame skip) from each run's "
+                    "episodes.csv, one line per run, smoothed, with the human score of the env where known; for Doom "
+                    "runs, kills and deaths per training episode beside it; and a bar chart of the DOOM table where "
+                    "a run holds doom_table.json. PNGs go into the run directory.",
     )
     plot.add_argument("plot.runs", nargs="+", metavar="RUN", help=_help(PlotOptions, "runs"))
     add_flags(plot, PlotOptions, "plot.", skip=("runs",))
