@@ -115,6 +115,10 @@ class AtariSettings:
     """frames stacked along the channel axis"""
     screen_size: int = 84
     """observation height and width"""
+    render_every_frame: bool = False
+    """keep the RGB screen of every emulator frame of a step (`DeepMindAtari.step_frames`), for
+    videos at the ALE's 60 fps; the game is the same. Gymnasium backend only (EnvPool has no
+    screens); off (default), a step costs nothing more"""
 
     def __post_init__(self) -> None:
         if self.noop_max < 0:
@@ -188,6 +192,10 @@ def make_atari_vec(
     settings = atari_settings(**options)
     game = _ale_game(game_id)
 
+    if settings.render_every_frame:
+        if backend == "envpool":
+            raise EnvError("render_every_frame needs the gymnasium backend (EnvPool returns no screens)")
+        backend = "gymnasium"
     if backend in ("auto", "envpool"):
         envpool = _import_envpool(required=backend == "envpool")
         if envpool is not None:
@@ -280,7 +288,8 @@ class DeepMindAtari(gym.Env):
     * rewards of those reset frames are not counted (EnvPool's behaviour).
 
     ``step`` returns ``info = {"lives", "raw_reward"}``, plus the game's record under
-    `envs.vec.EPISODE_INFO_KEY` on the step that ends the game.
+    `envs.vec.EPISODE_INFO_KEY` on the step that ends the game. With ``render_every_frame``,
+    `step_frames` gives every emulator frame's RGB screen of the last step (videos at 60 fps).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": ALE_FPS}
@@ -319,6 +328,8 @@ class DeepMindAtari(gym.Env):
         height, width = self._ale.getScreenDims()
         self._frames = np.zeros((2, height, width), np.uint8)  # last two frames of a skip
         self._stack = np.zeros(self.observation_space.shape, np.uint8)
+        self._every_frame = settings.render_every_frame
+        self._step_frames: list[np.ndarray] = []
         self._seed = seed  # applied at the first reset that does not bring its own
         self._life_lost = False  # the last step ended a training episode but not the game
         self._lives = 0
@@ -363,6 +374,8 @@ class DeepMindAtari(gym.Env):
         else:
             self._push(frame)
         self._lives = ale.lives()
+        if self._every_frame:
+            self._step_frames = [ale.getScreenRGB()]
         return self._stack.copy(), {"lives": self._lives, "raw_reward": 0.0}
 
     def step(self, action):
@@ -371,8 +384,12 @@ class DeepMindAtari(gym.Env):
         act = self._action_set[int(action)]
         reward = 0.0
         game_over = False
+        if self._every_frame:
+            self._step_frames = screens = []
         for k in range(FRAME_SKIP):
             reward += ale.act(act)
+            if self._every_frame:
+                screens.append(ale.getScreenRGB())
             if k >= FRAME_SKIP - 2:
                 ale.getScreenGrayscale(frames[k - FRAME_SKIP + 2])
             if ale.game_over(with_truncation=False):
@@ -410,6 +427,19 @@ class DeepMindAtari(gym.Env):
     def _push(self, frame: np.ndarray) -> None:
         self._stack[:-1] = self._stack[1:]
         self._stack[-1] = frame
+
+    def step_frames(self) -> list[np.ndarray]:
+        """The RGB screens (210, 160, 3) of the last `step`, one per emulator frame it played,
+        oldest first (``render_every_frame=True``), or the one screen of the last `reset` (after
+        its no-ops and FIRE). Without the option: only `render`'s screen.
+
+        A game's frames, its reset's and then each step's, are 1 + the emulator frames its steps
+        played: 4 per step, fewer in a step that ends the game early (ALE's episode frame
+        number counts the same frames, plus the reset's no-ops).
+        """
+        if self._every_frame:
+            return list(self._step_frames)
+        return [self.render()]
 
     def render(self) -> np.ndarray:
         """The ALE screen as (210, 160, 3) uint8 RGB: what a person sees, before preprocessing."""

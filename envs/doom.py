@@ -26,7 +26,8 @@ the step that ends an episode, so the kill that ends a ``basic`` episode is lost
 The scenarios are data in `envs.scenarios`; `DoomSettings` is one env's scenario as overridden by
 the caller's options, checked once. `make_doom_vec` (called by `envs.make_vec_env`) puts
 ``num_envs`` envs behind a `GymVecEnv`. The eval harness builds single `DoomEnv` objects (through
-`envs.make_env`) for native-resolution video (``render_native``), engine demos of single-player
+`envs.make_env`) for native-resolution video (``render_native``; ``render_every_frame`` keeps every tic's
+screen, `DoomEnv.step_frames`, for videos at 35 fps), engine demos of single-player
 scenarios (``record_lmp``), several agents in one match (``players``/``join``/``port``) and a
 human at the keyboard (``human=True``).
 """
@@ -252,6 +253,10 @@ class DoomSettings:
     # ---- Rendering and recording
     render_native: bool = False
     """keep the full-resolution RGB screen for render()"""
+    render_every_frame: bool = False
+    """keep the screen of every tic of a step (`DoomEnv.step_frames`), not only the last: videos
+    at the game's 35 tics per second. The game is the same (the held action is played one tic
+    at a time); off (default), a step costs nothing more"""
     render_hud: bool | None = None
     """draw the status bar into the frames (None: the cfg's)"""
     window_visible: bool = False
@@ -320,7 +325,7 @@ class DoomSettings:
         for kind, names in (
             (int, ("frame_skip", "frame_stack", "bots", "players", "port", "colorset")),
             (float, ("reward_scale", "connect_timeout")),
-            (bool, ("grey", "render_native", "human", "join")),
+            (bool, ("grey", "render_native", "render_every_frame", "human", "join")),
             (str, ("screen_resolution", "player_name")),
         ):
             for name in names:
@@ -527,7 +532,8 @@ class DoomEnv(gym.Env):
     costs nothing.
 
     Besides the gymnasium API, what evaluation reads: `frame_skip`, `episode_timeout`,
-    `action_names`, `scenario`/`scenario_name`, `stats` (the DOOM table statistics of the running
+    `action_names`, `scenario`/`scenario_name`, `step_frames` (every tic's screen with
+    ``render_every_frame``), `stats` (the DOOM table statistics of the running
     episode), `episode_tic`, `readd_bots` and the deathmatch's `engine_args`/`server_args`.
 
     With ``game_features`` set, ``info[GAME_FEATURES_INFO_KEY]`` (from `reset` and every `step`)
@@ -582,6 +588,7 @@ class DoomEnv(gym.Env):
         self._frag_index = self._variables.index("FRAGCOUNT") if "FRAGCOUNT" in self._variables else None
         self._stack = np.zeros(shape, np.uint8)
         self._screen: np.ndarray | None = None
+        self._step_frames: list[np.ndarray] = []
         features = settings.game_features
         self._labeller = GameFeatureLabeller(features) if features else None
         self._frame_features = np.zeros(len(features), np.float32)
@@ -785,11 +792,15 @@ class DoomEnv(gym.Env):
             frame_stack = self.settings.frame_stack
             if frame_stack > 1:
                 self._stack[:] = np.concatenate([self._stack[-self._channels :]] * frame_stack)
+        if self.settings.render_every_frame:
+            self._step_frames = [self.render()]
         return self._stack.copy(), self._info()
 
     def _step_game(self, action):
         game = self.game
-        if self.settings.human:
+        if self.settings.render_every_frame:
+            game_reward = self._play_tics(action)
+        elif self.settings.human:
             game.advance_action(self.frame_skip)
             game_reward = game.get_last_reward()
         else:
@@ -849,6 +860,45 @@ class DoomEnv(gym.Env):
             info.update(self._info())
         return self._stack.copy(), float(reward), terminated, truncated, info
 
+    def _play_tics(self, action) -> float:
+        """One step played one tic at a time (``render_every_frame``), keeping each tic's screen.
+
+        The same game as ``make_action(action, frame_skip)``: the same action held for the same
+        tics (the engine's own seeded RNG decides the rest), the reward the sum of the tics'.
+        The tic that ends an episode has no screen (ViZDoom has no state then): its frame
+        repeats the previous one, so a step always gives one frame per tic it played.
+        """
+        game = self.game
+        human = self.settings.human
+        row = None if human else self._action_table[int(action)]
+        reward = 0.0
+        frames: list[np.ndarray] = []
+        for _ in range(self.frame_skip):
+            if human:
+                game.advance_action(1)
+                reward += game.get_last_reward()
+            else:
+                reward += game.make_action(row, 1)
+            if game.is_episode_finished():
+                frames.append(frames[-1] if frames else self.render())
+                break
+            frames.append(_rgb(game.get_state().screen_buffer))
+        self._step_frames = frames
+        return reward
+
+    def step_frames(self) -> list[np.ndarray]:
+        """The screens of the last `step`, one (H, W, 3) uint8 per game tic it played, oldest first
+        (``render_every_frame=True``), or the one screen of the last
+        `reset`. Without the option: only `render`'s screen, the one the step ended on.
+
+        An episode's frames, its reset's and then each step's, are 1 + the tics it played: one per
+        tic, ``frame_skip`` per step except the step that ends it (as many as the engine played).
+        """
+        if self.settings.render_every_frame:
+            return list(self._step_frames)
+        frame = self.render()
+        return [] if frame is None else [frame]
+
     def render(self) -> np.ndarray | None:
         """The latest screen as (H, W, 3) uint8 at the engine's resolution (``screen_resolution``).
 
@@ -858,14 +908,19 @@ class DoomEnv(gym.Env):
         screen = self._screen
         if screen is None:
             return None
-        if screen.ndim == 2:
-            return np.repeat(screen[:, :, None], 3, axis=2)
-        return screen.copy()
+        return _rgb(screen)
 
     def close(self) -> None:
         if self.game is not None:
             self.game.close()
             self.game = None
+
+
+def _rgb(screen: np.ndarray) -> np.ndarray:
+    """An engine screen as a new (H, W, 3) uint8 array (a grey one repeated on 3 channels)."""
+    if screen.ndim == 2:
+        return np.repeat(screen[:, :, None], 3, axis=2)
+    return screen.copy()
 
 
 def _cfg_timeout(config: str) -> int | None:

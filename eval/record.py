@@ -6,8 +6,13 @@ upscaled by an integer factor (nearest neighbour, so pixels stay sharp), with th
 (and for Doom kills and deaths) drawn in a corner and written beside the file as JSON. The
 encoding itself (H.264 MP4 that every browser plays) is `eval.video`'s.
 
-One frame per agent step, at the env's `EnvSpec.steps_per_second`: 15 fps for Atari (60 Hz /
-frame skip 4) and 35 / frame skip for Doom (8.75 fps at skip 4), so playback runs at game speed.
+Every frame of the game, at the emulator's rate `EnvSpec.frames_per_second`: 60 fps for Atari
+(every ALE frame) and 35 fps for Doom (every tic), as a wrapper around the raw env would record.
+The agent still acts every ``frame_skip`` frames on its usual observations: the env plays its
+steps frame by frame (option ``render_every_frame``, see `DoomEnv.step_frames` and
+`DeepMindAtari.step_frames`), which gives the same game. A video of an episode has 1 + the frames
+(tics) its steps played: the reset's screen, then one per frame. The overlay of a step's frames
+is the one before the step, its last frame's the one after it.
 """
 
 from __future__ import annotations
@@ -69,9 +74,10 @@ class NativeEnv:
                 options["screen_resolution"] = resolution
             if lmp:
                 options["record_lmp"] = lmp
+        options["render_every_frame"] = True  # every frame into the video, at the emulator's rate
         self.spec = env_spec(env_id, training=False, **options)
         self.env = make_env(env_id, seed, training=False, **options)
-        self.fps = self.spec.steps_per_second
+        self.fps = self.spec.frames_per_second  # one video frame per emulator frame (Doom: tic)
 
     @property
     def family(self) -> str:
@@ -91,6 +97,14 @@ class NativeEnv:
         if frame is None:
             raise PixelplayError(f"{self.env_id}: the env has no screen to record yet")
         return frame
+
+    def frames(self) -> list[np.ndarray]:
+        """The native RGB screens of the last step, one per emulator frame (Doom: tic) it played,
+        or the one screen of the last reset."""
+        frames = self.env.step_frames()
+        if not frames:
+            raise PixelplayError(f"{self.env_id}: the env has no screen to record yet")
+        return frames
 
     def stats(self) -> dict[str, float]:
         return self.env.stats() if hasattr(self.env, "stats") else {}
@@ -119,33 +133,40 @@ def play_episode(
     meta: dict[str, Any] | None = None,
     show=None,
 ) -> dict[str, Any]:
-    """Play one episode from a fresh reset, writing every step's native frame (with the score) to
-    ``video_path`` and a JSON of the result beside it. ``max_steps`` (0: none) cuts the episode as
-    a time limit of its own; ``show(frame)`` also displays each frame (watch)."""
+    """Play one episode from a fresh reset, writing every native frame the game played (with the
+    score) to ``video_path`` at the emulator's rate and a JSON of the result beside it.
+    ``max_steps`` (0: none) cuts the episode as a time limit of its own; ``show(frame)`` also
+    displays each frame (watch)."""
     env = native.env
     obs, _ = env.reset(seed=seed)
-    frame = native.screen()
-    scale = scale or default_scale(frame.shape[0])
+    frames = native.frames()
+    scale = scale or default_scale(frames[-1].shape[0])
     total, steps, info, terminated = 0.0, 0, {}, False
     started = time.monotonic()
 
     with VideoWriter(video_path, native.fps) as writer:
-        def emit() -> None:
-            image = draw_overlay(upscale(native.screen(), scale),
-                                 overlay_lines(native.family, total, native.stats(), native.env_id))
+        def emit(frame: np.ndarray, lines: list[str]) -> None:
+            image = draw_overlay(upscale(frame, scale), lines)
             writer.write(image)
             if show is not None:
                 show(image)
 
-        emit()
+        def lines() -> list[str]:
+            return overlay_lines(native.family, total, native.stats(), native.env_id)
+
+        emit(frames[-1], lines())
         first = True  # the episode starts: a recurrent agent resets its state
         while True:
             action = int(policy.act(obs[None], [first])[0])
             first = False
+            before = lines()
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             steps += 1
-            emit()
+            frames = native.frames()
+            for frame in frames[:-1]:  # the frames inside the step: the score as it was
+                emit(frame, before)
+            emit(frames[-1], lines())  # the step's last frame: what the step earned
             if terminated or truncated or (max_steps and steps >= max_steps):
                 break
         writer.close()
@@ -161,6 +182,7 @@ def play_episode(
         **{k: v for k, v in native.stats().items() if k in ("kills", "deaths", "suicides", "objects", "frags")},
         "video": video_path.name,
         "video_frames": writer.frames,
+        "frames_played": writer.frames - 1,  # emulator frames (Doom: tics) of the steps, one video frame each
         "width": writer.width,
         "height": writer.height,
         "fps": float(native.fps),

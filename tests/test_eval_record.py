@@ -18,7 +18,8 @@ def probe(path: Path) -> dict:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(video=0))
         return {"codec": stream.codec_context.name, "pix_fmt": stream.codec_context.pix_fmt,
-                "width": stream.width, "height": stream.height, "frames": frames}
+                "width": stream.width, "height": stream.height, "frames": frames,
+                "fps": stream.average_rate}
 
 
 def test_record_breakout_episode_at_native_resolution(tmp_path):
@@ -30,8 +31,14 @@ def test_record_breakout_episode_at_native_resolution(tmp_path):
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
     assert (info["width"], info["height"]) == (320, 420)  # ALE's 160x210 screen, x2
     assert info["width"] % 2 == 0 and info["height"] % 2 == 0
-    assert info["frames"] == meta["video_frames"] == meta["length"] + 1  # the first frame, then one per step
-    assert meta["length"] <= 150 and meta["fps"] == 15.0 and "return" in meta
+    # Every ALE frame at 60 fps: the reset's screen, then 4 per agent step (fewer in a step that
+    # ends the game); a game cut at 600 frames played exactly its 150 steps' 600 frames.
+    assert info["fps"] == 60 and meta["fps"] == 60.0
+    assert info["frames"] == meta["video_frames"] == meta["frames_played"] + 1
+    assert 4 * (meta["length"] - 1) < meta["frames_played"] <= 4 * meta["length"]
+    if meta["ended"] == "time limit":
+        assert meta["length"] == 150 and meta["frames_played"] == meta["game_frames"] == 600
+    assert meta["length"] <= 150 and "return" in meta
 
 
 def test_record_doom_episode_with_its_engine_demo(tmp_path):
@@ -41,7 +48,11 @@ def test_record_doom_episode_with_its_engine_demo(tmp_path):
     info = probe(video)
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
     assert (info["width"], info["height"]) == (320, 240)  # the engine's 160x120, x2
-    assert info["frames"] == meta["video_frames"] == meta["length"] + 1
+    # Every tic at 35 fps: the reset's screen, then 4 per agent step (frame skip 4), as many as
+    # the engine played in the step that ends the episode.
+    assert info["fps"] == 35 and meta["fps"] == 35.0
+    assert info["frames"] == meta["video_frames"] == meta["frames_played"] + 1
+    assert 4 * (meta["length"] - 1) < meta["frames_played"] <= 4 * meta["length"]
     assert meta["kills"] >= 0 and meta["deaths"] >= 0
     lmp = tmp_path / "videos" / meta["lmp"]
     assert lmp.exists() and lmp.stat().st_size > 0 and meta["lmp_bytes"] == lmp.stat().st_size
