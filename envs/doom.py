@@ -256,7 +256,9 @@ class DoomSettings:
     render_every_frame: bool = False
     """keep the screen of every tic of a step (`DoomEnv.step_frames`), not only the last: videos
     at the game's 35 tics per second. The game is the same (the held action is played one tic
-    at a time); off (default), a step costs nothing more"""
+    at a time: the same rewards, dynamics and episode ends; the frames differ only where the
+    engine's renderer eases the weapon sprite's bob once per frame it draws, so the weapon can sit
+    a few pixels apart); off (default), a step costs nothing more"""
     render_hud: bool | None = None
     """draw the status bar into the frames (None: the cfg's)"""
     window_visible: bool = False
@@ -864,7 +866,9 @@ class DoomEnv(gym.Env):
         """One step played one tic at a time (``render_every_frame``), keeping each tic's screen.
 
         The same game as ``make_action(action, frame_skip)``: the same action held for the same
-        tics (the engine's own seeded RNG decides the rest), the reward the sum of the tics'.
+        tics (the engine's own seeded RNG decides the rest), the reward the sum of the tics'. Only
+        the weapon sprite may be drawn a few pixels apart: the renderer eases its bob once per
+        frame it draws (every tic here, the last of each step there); all else is pixel-equal.
         The tic that ends an episode has no screen (ViZDoom has no state then): its frame
         repeats the previous one, so a step always gives one frame per tic it played.
         """

@@ -10,7 +10,8 @@ Every frame of the game, at the emulator's rate `EnvSpec.frames_per_second`: 60 
 (every ALE frame) and 35 fps for Doom (every tic), as a wrapper around the raw env would record.
 The agent still acts every ``frame_skip`` frames on its usual observations: the env plays its
 steps frame by frame (option ``render_every_frame``, see `DoomEnv.step_frames` and
-`DeepMindAtari.step_frames`), which gives the same game. A video of an episode has 1 + the frames
+`DeepMindAtari.step_frames`), which gives the same game (in Doom the weapon sprite's bob, eased
+by the renderer per drawn frame, can put the pistol a few pixels apart in the observations). A video of an episode has 1 + the frames
 (tics) its steps played: the reset's screen, then one per frame. The overlay of a step's frames
 is the one before the step, its last frame's the one after it.
 """
