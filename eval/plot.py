@@ -157,11 +157,7 @@ def plot_learning_curves(run_dirs: list[Path] | list[dict[str, Any]], out_path: 
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, out_path)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def plot_kills_deaths(run_dirs: list[Path] | list[dict[str, Any]], out_path: Path, smooth: int = 20) -> Path | None:
@@ -189,11 +185,7 @@ def plot_kills_deaths(run_dirs: list[Path] | list[dict[str, Any]], out_path: Pat
             ax.set_ylabel(f"{stat} per episode")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, out_path)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path)
 
 
 def plot_doom_table(table_json: Path, out_path: Path) -> Path:
@@ -226,16 +218,17 @@ def plot_doom_table(table_json: Path, out_path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     if result["paper"]["flags"]:
         fig.text(0.01, 0.01, "(!) " + result["paper"]["flags"][0]["note"], fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    _save(fig, out_path)
-    plt.close(fig)
-    return out_path
+    return _save(fig, out_path, rect=(0, 0.04, 1, 1))
 
 
-def _save(fig, out_path: Path) -> None:
-    """Save atomically (a uniquely named temporary PNG, renamed into place)."""
+def _save(fig, out_path: Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Lay out, save atomically (a uniquely named temporary PNG, renamed into place) and close a figure."""
+    fig.tight_layout(rect=rect)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+    return out_path
 
 
 def plot_runs(run_dirs: list[str], out: str | None = None, smooth: int = 20, log=print) -> list[Path]:
