@@ -56,6 +56,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # The quick start: stops once the last 20 episodes average 80 (~50k steps, a few minutes).
         "doom-basic": {"run": {"total_steps": 150_000, "stop_return": 80.0}},
         "doom-defend-the-center": {"run": {"total_steps": 500_000}},
+        # Deathmatch against the built-in bots: an LSTM core (Arnold's DRQN keeps memory: a player
+        # cannot see behind itself) and Arnold's "enemy on screen" game feature beside the RL loss
+        # (Lample & Chaplot 2017, game feature augmentation). Rollouts of 128 steps (~15 s of
+        # play) so a fight and its frag fall in one rollout for the truncated BPTT.
+        "doom-deathmatch": {
+            "run": {"total_steps": 20_000_000, "game_features": ("enemy",)},
+            "memory": "lstm",
+            "memory_size": 256,
+            "num_steps": 128,
+        },
     },
     "a2c": {
         # RL Zoo a2c.yml (Atari): 16 envs, 5 steps, RMSprop 7e-4, ent 0.01, vf 0.25.

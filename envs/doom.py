@@ -414,6 +414,12 @@ _SEAT_OPTIONS = frozenset({"bots", "players", "join", "port", "connect_timeout",
 """Options that only a deathmatch takes."""
 
 
+MAX_HITS_PER_STEP = 5
+MAX_DAMAGE_PER_STEP = 200
+"""Caps on the hits and damage one step is rewarded for: without them a shotgun blast or a rocket
+earns more than a frag (Sample Factory's ``reward_delta_limits``, same values)."""
+
+
 def step_reward(
     scenario: DoomScenario,
     raw: float,
@@ -424,6 +430,8 @@ def step_reward(
     health_after: float | None,
     training: bool,
     scale: float | None = None,
+    hits: float = 0.0,
+    damage: float = 0.0,
 ) -> float:
     """The reward of one agent step, from what happened during it.
 
@@ -432,13 +440,17 @@ def step_reward(
     shaping: ``death_reward`` per death and ``object_reward`` per object picked up between the
     DOOM statistics ``before`` and ``after`` the step, and ``health_reward`` per health point
     gained while alive (a respawn's refill starts at health <= 0 and earns nothing; health is None
-    for a scenario that does not track it).
+    for a scenario that does not track it). ``hits`` and ``damage`` are the rises of HITCOUNT and
+    DAMAGECOUNT during the step (hits and damage dealt to others), rewarded with ``hit_reward`` and
+    ``damage_reward`` up to Sample Factory's caps (5 hits, 200 points per step).
     """
     if not training:
         return raw
     reward = (scenario.reward_scale if scale is None else scale) * raw
     reward += scenario.death_reward * (after.deaths - before.deaths)
     reward += scenario.object_reward * (after.objects - before.objects)
+    reward += scenario.hit_reward * min(max(hits, 0.0), MAX_HITS_PER_STEP)
+    reward += scenario.damage_reward * min(max(damage, 0.0), MAX_DAMAGE_PER_STEP)
     if (
         scenario.health_reward
         and health_before is not None
@@ -585,7 +597,9 @@ class DoomEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(len(spec.actions))
         self.render_mode = "rgb_array"
 
-        self._variables = tuple(spec.game_variables)
+        self._variables = tuple(spec.game_variables) + tuple(
+            v for v in spec.shaping_variables if v not in spec.game_variables
+        )
         self._health_index = self._variables.index("HEALTH") if "HEALTH" in self._variables else None
         self._frag_index = self._variables.index("FRAGCOUNT") if "FRAGCOUNT" in self._variables else None
         self._stack = np.zeros(shape, np.uint8)
@@ -828,6 +842,9 @@ class DoomEnv(gym.Env):
         self._raw_return += raw
         self._length += 1
         hi = self._health_index
+        delta = {
+            name: values[i] - last[i] for i, name in enumerate(self._variables) if name in ("HITCOUNT", "DAMAGECOUNT")
+        }
         reward = step_reward(
             self.scenario,
             raw,
@@ -837,6 +854,8 @@ class DoomEnv(gym.Env):
             health_after=None if hi is None else values[hi],
             training=self.training,
             scale=self.settings.reward_scale,
+            hits=delta.get("HITCOUNT", 0.0),
+            damage=delta.get("DAMAGECOUNT", 0.0),
         )
 
         terminated = truncated = False

@@ -59,6 +59,14 @@ class DoomScenario:
     """Training shaping: reward per death (negative: a penalty), on top of the scenario's own."""
     object_reward: float = 0.0
     """Training shaping: reward per object picked up (as counted by `DoomStatsTracker`)."""
+    hit_reward: float = 0.0
+    """Training shaping: reward per hit on another player or a monster (a rise of HITCOUNT, at most
+    5 counted per step). With ``damage_reward`` the dense signal for aiming that frags alone do
+    not give; values and caps from Sample Factory's deathmatch shaping
+    (sf_examples/vizdoom/doom/wrappers/reward_shaping.py, ``REWARD_SHAPING_DEATHMATCH_V0``)."""
+    damage_reward: float = 0.0
+    """Training shaping: reward per point of damage dealt to others (a rise of DAMAGECOUNT, at most
+    200 counted per step, so one rocket does not outweigh a frag)."""
     reward_source: str = "game"
     """``game``: the scenario's own reward; ``frags``: the frag count's change (deathmatch)."""
     episode_timeout: int | None = None
@@ -86,6 +94,11 @@ class DoomScenario:
             raise ValueError("reward_source 'frags' needs FRAGCOUNT in game_variables")
         if not self.actions:
             raise ValueError("a scenario needs at least one action")
+
+    @property
+    def shaping_variables(self) -> tuple[str, ...]:
+        """The game variables read only for the training reward (not for the statistics)."""
+        return (("HITCOUNT",) if self.hit_reward else ()) + (("DAMAGECOUNT",) if self.damage_reward else ())
 
     @property
     def frame_channels(self) -> int:
@@ -120,7 +133,7 @@ SCENARIOS: dict[str, DoomScenario] = {
     # turn x attack (its doom_turn_and_attack_only), scale 1.
     "defend_the_center": DoomScenario(
         config="defend_the_center.cfg",
-        actions=_combos(_TURN, _ATTACK),
+        actions=(("TURN_LEFT",), ("TURN_RIGHT",), ("ATTACK",)),
     ),
     # As defend_the_center, monsters come from one side; ends on death (no cfg timeout).
     "defend_the_line": DoomScenario(
@@ -179,10 +192,13 @@ SCENARIOS: dict[str, DoomScenario] = {
     # weapons, ammo, medikits, armour; "map01" is the rocket-launcher-only map), hosted in this
     # process with Arnold's server settings. Not ViZDoom's own deathmatch.cfg, a single-player
     # monster arena. Scenario reward: frag change (+1 kill, -1 suicide). Training shaping:
-    # -1 per death (so a suicide costs 2, as in Sample Factory's -1.5 frag -0.75 death),
-    # +0.1 per object picked up (Sample Factory's pickup rewards are ~0.1 for a weapon or a medikit).
-    # Matches last 4 minutes while training (Sample Factory's timelimit), 15 for evaluation
-    # (Lample & Chaplot evaluate 15 minutes per map). RGB 84x84 from 160x120, always running.
+    # -1 per death (so a suicide costs 2, as in Sample Factory's -1.5 frag -0.75 death; Arnold's
+    # reward.py: kill +5, death -5), +0.1 per object picked up (Sample Factory's pickup rewards are
+    # ~0.1 for a weapon or a medikit; Arnold's +1 per object is a fifth of a kill), and Sample
+    # Factory's +0.01 per hit and +0.003 per damage point dealt: a pistol hit earns ~0.04, the
+    # signal that teaches aiming long before frags come. 8 bots, Arnold's default (--n_bots) and
+    # the table's count. Matches last 4 minutes while training (Sample Factory's timelimit), 15 for
+    # evaluation (Lample & Chaplot evaluate 15 minutes per map). RGB 84x84 from 160x120, always running.
     "deathmatch": DoomScenario(
         config="cig.cfg",
         doom_map="map02",
@@ -192,12 +208,14 @@ SCENARIOS: dict[str, DoomScenario] = {
         grey=False,
         death_reward=-1.0,
         object_reward=0.1,
+        hit_reward=0.01,
+        damage_reward=0.003,
         reward_source="frags",
         episode_timeout=4 * 60 * TICRATE,
         eval_episode_timeout=15 * 60 * TICRATE,
         game_variables=TRACKED_VARIABLES,
         deathmatch=True,
-        bots=4,
+        bots=8,
         render_crosshair=True,
     ),
 }

@@ -51,6 +51,15 @@ def test_training_reward_is_the_scaled_scenario_reward_plus_shaping_worked_by_ha
     # The reward_scale option replaces the scenario's scale, not the shaping: 0.5 * 1 - 1 + 0.2 = -0.3.
     assert step_reward(dm, 1.0, training=True, scale=0.5, **kw) == pytest.approx(-0.3)
 
+    # Damage dealt: +0.01 per hit and +0.003 per damage point, capped at 5 hits and 200 points per
+    # step: two pistol hits of 10 earn 0.02 + 0.06 = 0.08; 9 hits for 450 (a shotgun blast at close
+    # range) earn only the caps' 0.05 + 0.6 = 0.65; a counter that drops (reset) earns nothing.
+    none = dict(before=DoomStats(), after=DoomStats(), health_before=100.0, health_after=100.0)
+    assert step_reward(dm, 0.0, training=True, hits=2, damage=20, **none) == pytest.approx(0.08)
+    assert step_reward(dm, 0.0, training=True, hits=9, damage=450, **none) == pytest.approx(0.65)
+    assert step_reward(dm, 0.0, training=True, hits=-3, damage=-30, **none) == 0.0
+    assert step_reward(dm, 0.0, training=False, hits=2, damage=20, **none) == 0.0
+
     hg = SCENARIOS["health_gathering"]  # x0.01, +0.01 per health point gained
     same = dict(before=DoomStats(), after=DoomStats())
     # 4 tics alive (+1 each) and a medikit taking health 40 -> 65: 0.01 * 4 + 0.01 * 25 = 0.29.
@@ -69,7 +78,7 @@ def test_training_reward_is_the_scaled_scenario_reward_plus_shaping_worked_by_ha
 def test_settings_are_the_scenarios_fields_overridden_by_the_options():
     dm = SCENARIOS["deathmatch"]
     train = DoomSettings.from_options(dm)
-    assert (train.frame_skip, train.obs_size, train.grey, train.map, train.bots) == (4, (84, 84), False, "map02", 4)
+    assert (train.frame_skip, train.obs_size, train.grey, train.map, train.bots) == (4, (84, 84), False, "map02", 8)
     assert train.episode_timeout == dm.episode_timeout and train.player_name == "AI"
     evaluation = DoomSettings.from_options(dm, training=False, rank=2, obs_size=64, bots="2", frame_skip=2.0)
     assert evaluation.episode_timeout == dm.eval_episode_timeout and evaluation.player_name == "AI2"
