@@ -460,6 +460,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> 
         print(f"next: watch it    python -m pixelplay.eval watch {run_dir}\n"
               f"      score it    python -m pixelplay.eval score {run_dir}\n"
               f"      plot it     python -m pixelplay.eval plot {run_dir}\n"
+              f"      report it   python -m pixelplay.eval report {run_dir}   # one page: curves, scores, video, config\n"
               f"      go on       python train.py --resume {run_dir} --total-steps {2 * cfg.total_steps}")
     return run_dir
 

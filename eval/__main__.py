@@ -30,6 +30,7 @@ EPILOG = """examples:
   python -m pixelplay.eval record runs/breakout__ppo__s1__20261129-101500 --episodes 2
   python -m pixelplay.eval watch runs/doom-basic__ppo__s1__20261129-101500
   python -m pixelplay.eval plot runs/breakout__ppo__s1__* runs/breakout__dqn__s1__*
+  python -m pixelplay.eval report runs/doom-basic__ppo__s1__* runs/doom-basic__dqn__s1__* --out /tmp/report
   python -m pixelplay.eval export runs/doom-basic__ppo__s1__20261129-101500 zoo/my-doom-basic-ppo
   python -m pixelplay.eval score doom-basic-ppo --episodes 20      # a zoo agent, by name, from anywhere
 """
@@ -127,6 +128,26 @@ class PlotOptions:
 
 
 @dataclass
+class ReportOptions:
+    """Which runs (and study) report shows, and where it writes."""
+
+    runs: tuple[str, ...] = ()
+    """run directories"""
+    study: str | None = None
+    """an Optuna study's folder (the summary.json python -m pixelplay.tune writes): adds its trials and parameter importances"""
+    out: str | None = None
+    """where report.html and its videos go (default: the first run, else the study's folder)"""
+    smooth: int = bounded(20, low=1)
+    """moving-average window of the curves, in episodes"""
+    video: bool = True
+    """a gameplay video per run: the run's own (videos/), else one episode recorded with its checkpoint (--no-video: neither)"""
+    seed: int = bounded(1, low=0, high=SEED_MAX)
+    """seed of a recorded episode"""
+    device: str = "cpu"
+    """torch device of the agent in a recorded episode"""
+
+
+@dataclass
 class ExportOptions:
     """What export reads and where it writes."""
 
@@ -143,6 +164,7 @@ FLAG_NAMES = {
     "extra.inject_fault": "--inject-fault",
     "player.target": "CHECKPOINT_OR_RUN",
     "plot.runs": "RUN",
+    "report.runs": "RUN",
     "export.source": "RUN_OR_CHECKPOINT",
     "export.out_dir": "OUT_DIR",
 }
@@ -235,13 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot",
         help="learning curves of runs and the DOOM table as PNG files",
-        description="Plot episode return against env frames (global step x the env's frame skip) from each run's "
-                    "episodes.csv, one line per run, smoothed, with the human score of the env where known; for Doom "
+        description="Plot episode return against env steps (global step; the frames per step named in the axis "
+                    "label) from each run's episodes.csv, one line per run, smoothed, with the human and published "
+                    "reference scores of the env where eval/baselines.py has them (each with its source); for Doom "
                     "runs, kills and deaths per training episode beside it; and a bar chart of the DOOM table where "
                     "a run holds doom_table.json. PNGs go into the run directory.",
     )
     plot.add_argument("plot.runs", nargs="+", metavar="RUN", help=_help(PlotOptions, "runs"))
     add_flags(plot, PlotOptions, "plot.", skip=("runs",))
+
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page per set of runs: curves, scores, DOOM table, video, config",
+        description="Write report.html (opens from disk: no server, no network, no JavaScript; figures inline as SVG, "
+                    "videos beside it under videos/ so the folder moves as one): per run the learning curve against "
+                    "env steps with the human and reference scores of eval/baselines.py (each with its source), the "
+                    "score and DOOM table computed in the run directory, a gameplay video (the run's own, else one "
+                    "episode recorded with its checkpoint), the resolved config, throughput and the checkpoint's "
+                    "step; several runs overlaid, a row each. --study adds an Optuna study's trials.",
+    )
+    report.add_argument("report.runs", nargs="*", metavar="RUN", help=_help(ReportOptions, "runs"))
+    add_flags(report, ReportOptions, "report.", skip=("runs",))
 
     export = sub.add_parser(
         "export",
@@ -387,6 +423,14 @@ def cmd_plot(plot: PlotOptions) -> int:
     return 0
 
 
+def cmd_report(report: ReportOptions) -> int:
+    from pixelplay.eval.report import write_report
+
+    write_report(list(report.runs), out=report.out, study=report.study, smooth=report.smooth, video=report.video,
+                 seed=report.seed, device=report.device)
+    return 0
+
+
 def cmd_export(export: ExportOptions) -> int:
     from pixelplay.zoo.export import describe
     from pixelplay.zoo.export import export as export_agent
@@ -405,6 +449,7 @@ COMMANDS: dict[str, tuple[Callable[..., int], dict[str, type]]] = {
     "record": (cmd_record, {"player": EnvPlayerOptions, "record": RecordOptions}),
     "watch": (cmd_watch, {"player": EnvPlayerOptions, "watch": WatchOptions}),
     "plot": (cmd_plot, {"plot": PlotOptions}),
+    "report": (cmd_report, {"report": ReportOptions}),
     "export": (cmd_export, {"export": ExportOptions}),
 }
 

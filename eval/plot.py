@@ -1,9 +1,12 @@
 """Learning curves from runs' ``episodes.csv`` and a bar chart of the DOOM table, as PNG files.
 
-Curves: episode return against env frames (``global_step`` x the env's frame skip, from the
-run's ``config.json`` and the env's `EnvSpec`: the unit papers count in), one line per run (a moving average over ``smooth`` episodes, the raw returns faint
-behind it), one panel per env, and a dashed line at the human score where `eval.baselines` has
-one. Runs whose episodes.csv logs Doom's ``kills`` and ``deaths`` also get a second PNG beside the
+Curves: episode return against env steps (``global_step``: agent steps summed over the envs,
+the unit ``--total-steps`` counts in), with the frames of a step (the env's frame skip, from the
+run's ``config.json`` and the env's `EnvSpec`) named in the axis label, as papers count frames;
+one line per run (a moving average over ``smooth`` episodes, the raw returns faint behind it),
+one panel per env, and a horizontal line at each human and published reference score
+`eval.baselines` holds for the env, labelled with its source. The report page
+(`eval.report`) draws the same figure. Runs whose episodes.csv logs Doom's ``kills`` and ``deaths`` also get a second PNG beside the
 learning curve (``kills_deaths_curve.png``, ``kills_deaths_curves.png`` for several such runs): one
 row per env, a kills panel and a deaths panel, per training episode, smoothed with the same window
 and drawn against the same x axis as the return. Runs without those columns (Atari) are left out of
@@ -15,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,39 +99,49 @@ def run_env_spec(env_id: str | None) -> EnvSpec | None:
         return None
 
 
-def human_line(env_id: str) -> tuple[float, str] | None:
-    game = baselines.atari_references(env_id) if env_id else None
+def reference_lines(env_id: str) -> list[tuple[str, float, str]]:
+    """(name, score, source) of each reference score `eval.baselines` holds for ``env_id``'s game:
+    human first, then random, then the published agents; empty where it holds none (Doom
+    scenarios: the DOOM table's numbers are per match, not per training episode)."""
+    game = baselines.atari_references(env_id) if env_id and env_id != UNKNOWN_ENV else None
     if game is None:
-        return None
-    return game.human.score, game.human.source
+        return []
+    named = [("human", game.human), ("random", game.random), *game.others.items()]
+    return [(name, ref.score, ref.source) for name, ref in named]
 
 
-def curve_x(run: dict[str, Any], spec: EnvSpec | None) -> tuple[np.ndarray, np.ndarray]:
-    """A run's episodes on the curves' x axis, in order: env frames (global step x the env's frame
-    skip) where the spec is known, else global steps; and the (stable) order that sorts them, to
-    apply to each per-episode series (a torchrun run's ranks interleave their rows)."""
-    x = spec.frames(run["steps"]) if spec is not None else run["steps"]
-    order = np.argsort(x, kind="stable")
-    return x[order], order
+def short_source(source: str) -> str:
+    """A source's first clause, for a legend (the report page lists the full sources)."""
+    return re.split(r",|;| \(", source, maxsplit=1)[0]
+
+
+def curve_x(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A run's episodes on the curves' x axis, in order: env steps (``global_step``); and the
+    (stable) order that sorts them, to apply to each per-episode series (a torchrun run's ranks
+    interleave their rows)."""
+    order = np.argsort(run["steps"], kind="stable")
+    return run["steps"][order], order
 
 
 def x_label(spec: EnvSpec | None) -> str:
-    """The curves' x-axis label, naming the unit (the same for the return and kills/deaths figures)."""
-    return (f"env frames (global step x frame skip {spec.frame_skip})" if spec is not None
-            else "agent steps (global step; frame skip unknown)")
+    """The curves' x-axis label: env steps, with the frames each is (the env's frame skip); the
+    same for the return and kills/deaths figures and the report page."""
+    if spec is None:
+        return "env steps (agent steps; frames per step unknown)"
+    return f"env steps (1 step = {spec.frame_skip} frames)"
 
 
 def _env_spec_of(env: str) -> EnvSpec | None:
     return run_env_spec(env) if env != UNKNOWN_ENV else None
 
 
-def kills_deaths_series(run: dict[str, Any], smooth: int, spec: EnvSpec | None = None) -> dict[str, np.ndarray]:
+def kills_deaths_series(run: dict[str, Any], smooth: int) -> dict[str, np.ndarray]:
     """What the kills/deaths figure draws for a run (from `read_run`): ``x`` (as `curve_x`), and
     ``kills`` and ``deaths`` per episode in that order, each a `moving_average` over ``smooth``
     episodes, the window of the return curve. Empty where the run logs no kills/deaths."""
     if not run["stats"]:
         return {}
-    x, order = curve_x(run, spec)
+    x, order = curve_x(run)
     return {"x": x, **{c: moving_average(run["stats"][c][order], smooth) for c in KD_STATS}}
 
 
@@ -136,35 +150,50 @@ def _read_runs(runs: list[Path] | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r if isinstance(r, dict) else read_run(Path(r)) for r in runs]
 
 
-def plot_learning_curves(run_dirs: list[Path] | list[dict[str, Any]], out_path: Path, smooth: int = 20) -> Path:
-    runs = _read_runs(run_dirs)
+def learning_curves_figure(runs: list[dict[str, Any]], smooth: int = 20):
+    """The learning-curve figure of runs read with `read_run` (the caller saves and closes it):
+    one panel per env, the runs of an env overlaid, each env's reference lines (`reference_lines`)
+    drawn across it, human dashed, the others dotted, each labelled with its score and source. The
+    faint raw returns are rasterized, so a long run's SVG stays small."""
     envs = list(dict.fromkeys(r["env"] for r in runs))
     plt = _pyplot()
-    fig, axes = plt.subplots(len(envs), 1, figsize=(8, 4.5 * len(envs)), squeeze=False)
+    fig, axes = plt.subplots(len(envs), 1, figsize=(11, 4.5 * len(envs)), squeeze=False)
     for ax, env in zip(axes[:, 0], envs, strict=True):
         spec = _env_spec_of(env)
         for run in (r for r in runs if r["env"] == env):
-            frames, order = curve_x(run, spec)
+            steps, order = curve_x(run)
             returns = run["returns"][order]
-            (line,) = ax.plot(frames, moving_average(returns, smooth), label=run["name"], linewidth=1.8)
-            ax.plot(frames, returns, color=line.get_color(), alpha=0.15, linewidth=0.8)
-        human = human_line(env)
-        if human is not None:
-            ax.axhline(human[0], color="black", linestyle="--", linewidth=1,
-                       label=f"human {human[0]:g} ({human[1].split(',')[0]})")
+            (line,) = ax.plot(steps, moving_average(returns, smooth), label=run["name"], linewidth=1.8)
+            ax.plot(steps, returns, color=line.get_color(), alpha=0.15, linewidth=0.8, rasterized=True)
+        for name, score, source in reference_lines(env):
+            ax.axhline(score, color="black" if name == "human" else "grey", linewidth=1,
+                       linestyle="--" if name == "human" else ":",
+                       label=f"{name} {score:g} ({short_source(source)})")
         ax.set_title(f"{env}: episode return (moving average over {smooth})")
         ax.set_xlabel(x_label(spec))
         ax.set_ylabel("return")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, out_path)
+        # Beside the panel, not over it: an Atari game has a dozen reference lines.
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def plot_learning_curves(run_dirs: list[Path] | list[dict[str, Any]], out_path: Path, smooth: int = 20) -> Path:
+    return _save(learning_curves_figure(_read_runs(run_dirs), smooth), out_path)
 
 
 def plot_kills_deaths(run_dirs: list[Path] | list[dict[str, Any]], out_path: Path, smooth: int = 20) -> Path | None:
     """Kills and deaths per training episode of the runs that log them (Doom), as `plot_learning_curves`
     draws the return: one row per env, a kills panel and a deaths panel, one labelled line per run
     (the moving average, the raw counts faint behind). None, and no file, where no run logs them."""
-    runs = [r for r in _read_runs(run_dirs) if r["stats"]]
+    fig = kills_deaths_figure(_read_runs(run_dirs), smooth)
+    return None if fig is None else _save(fig, out_path)
+
+
+def kills_deaths_figure(runs: list[dict[str, Any]], smooth: int = 20):
+    """`plot_kills_deaths`'s figure of runs read with `read_run` (the caller saves and closes it),
+    or None where no run logs kills and deaths."""
+    runs = [r for r in runs if r["stats"]]
     if not runs:
         return None
     envs = list(dict.fromkeys(r["env"] for r in runs))
@@ -174,18 +203,19 @@ def plot_kills_deaths(run_dirs: list[Path] | list[dict[str, Any]], out_path: Pat
     for row, env in zip(axes, envs, strict=True):
         spec = _env_spec_of(env)
         env_runs = [r for r in runs if r["env"] == env]
-        series = [kills_deaths_series(r, smooth, spec) for r in env_runs]
-        orders = [curve_x(r, spec)[1] for r in env_runs]
+        series = [kills_deaths_series(r, smooth) for r in env_runs]
+        orders = [curve_x(r)[1] for r in env_runs]
         for ax, stat in zip(row, KD_STATS, strict=True):
             for run, drawn, order in zip(env_runs, series, orders, strict=True):
                 (line,) = ax.plot(drawn["x"], drawn[stat], label=f"{run['name']}: {stat}", linewidth=1.8)
-                ax.plot(drawn["x"], run["stats"][stat][order], color=line.get_color(), alpha=0.15, linewidth=0.8)
+                ax.plot(drawn["x"], run["stats"][stat][order], color=line.get_color(), alpha=0.15, linewidth=0.8,
+                        rasterized=True)
             ax.set_title(f"{env}: {stat} per episode (moving average over {smooth})")
             ax.set_xlabel(x_label(spec))
             ax.set_ylabel(f"{stat} per episode")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(fig, out_path)
+    return fig
 
 
 def plot_doom_table(table_json: Path, out_path: Path) -> Path:

@@ -1,8 +1,10 @@
 """Shared test settings: run wandb offline and keep torch to the two cores this suite gets.
 
-Also the `save_checkpoint` fixture, for tests that need an agent checkpoint on disk."""
+Also the `save_checkpoint` fixture, for tests that need an agent checkpoint on disk, and the
+`system_tool` fixture, for tests that need a program of a system package (chromium, xvfb, xdotool)."""
 
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -52,3 +54,27 @@ def save_checkpoint():
     """``save_checkpoint(path, algo="ppo", env="doom-basic") -> path``: an untrained agent's
     checkpoint, saved the way train.py saves one (see `save_untrained_checkpoint`)."""
     return save_untrained_checkpoint
+
+
+def in_ci() -> bool:
+    """Running under CI (env CI=true, as GitHub Actions and .ci/run's callers set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_system_tool(executable: str, package: str) -> str:
+    """The path of ``executable``, from the Debian package ``package``. Where it is missing the
+    test skips naming the package to install, except under CI, where `.ci/run` installs it: there
+    its absence fails the test, so a missing package never hides as a skip."""
+    path = shutil.which(executable)
+    if path:
+        return path
+    message = f"needs '{executable}' from the system package '{package}' (apt-get install {package})"
+    if in_ci():
+        pytest.fail(f"{message}: missing in CI, where .ci/run installs it")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def system_tool():
+    """``system_tool(executable, package) -> path``: see `require_system_tool`."""
+    return require_system_tool

@@ -26,7 +26,7 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=ROOT)
 
 
-def test_breakout_run_directory_then_resume(tmp_path):
+def test_breakout_run_directory_then_resume(tmp_path, capsys):
     run_dir = tmp_path / "breakout"
     args = ["--algo", "ppo", "--env", "breakout", "--num-envs", "2", "--total-steps", "256", "--run-dir",
             str(run_dir), "--env-backend", "gymnasium", *SMALL_PPO]
@@ -40,6 +40,15 @@ def test_breakout_run_directory_then_resume(tmp_path):
     assert (run_dir / "wandb").is_dir(), "wandb (offline) should log into the run directory"
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["global_step"] == 256 and checkpoint["algo"] == "ppo"
+    # The report command printed at the end works on the run as it is (no game may have ended yet).
+    from pixelplay.eval.__main__ import main as eval_main
+
+    printed = [line for line in capsys.readouterr().out.splitlines() if "report it" in line]
+    assert len(printed) == 1
+    command = printed[0].split("#")[0].split()  # report it  python -m pixelplay.eval report RUN
+    assert command[2:6] == ["python", "-m", "pixelplay.eval", "report"] and command[6:] == [str(run_dir)]
+    assert eval_main([*command[5:], "--no-video"]) == 0
+    assert "step 256" in (run_dir / "report.html").read_text()
 
     # --resume continues from step 256 to 384 and appends to the CSVs.
     assert train.main(["--resume", str(run_dir), "--total-steps", "384", "--no-track", "--no-progress"]) == 0

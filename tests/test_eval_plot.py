@@ -86,7 +86,7 @@ def test_plot_refuses_a_directory_without_episodes(tmp_path, capsys):
     assert "episodes.csv" in capsys.readouterr().err
 
 
-def test_curves_count_frames_with_the_runs_frame_skip(tmp_path, monkeypatch):
+def test_curves_count_env_steps_and_name_the_runs_frame_skip(tmp_path, monkeypatch):
     import matplotlib.axes
 
     drawn, labels = [], []
@@ -106,8 +106,8 @@ def test_curves_count_frames_with_the_runs_frame_skip(tmp_path, monkeypatch):
     known = fake_run(tmp_path / "known", "breakout", episodes=3)
     unknown = fake_run(tmp_path / "unknown", "no-such-env", episodes=3)  # an env this install does not know
     assert main(["plot", str(known), str(unknown), "--out", str(tmp_path / "out")]) == 0
-    assert drawn[0] == [4000, 8000, 12000] and drawn[2] == [1000, 2000, 3000]
-    assert labels == ["env frames (global step x frame skip 4)", "agent steps (global step; frame skip unknown)"]
+    assert drawn[0] == [1000, 2000, 3000] and drawn[2] == [1000, 2000, 3000]
+    assert labels == ["env steps (1 step = 4 frames)", "env steps (agent steps; frames per step unknown)"]
 
 
 def spy_plot(monkeypatch):
@@ -142,16 +142,14 @@ def test_kills_deaths_png_for_a_doom_run_not_an_atari_one(tmp_path, capsys):
 
 
 def test_kills_deaths_series_by_hand(tmp_path):
-    # Two torchrun ranks interleave their rows: the curves sort them by env frames (global step x 4).
+    # Two torchrun ranks interleave their rows: the curves sort them by env steps (global step).
     run = read_run(fake_run(tmp_path / "doom", "doom-deathmatch", doom=True, rank=True,
                             steps=[2000, 1000, 3000, 4000], kills=[3, 1, 5, 0], deaths=[0, 2, 2, 4]))
-    series = kills_deaths_series(run, 2, run_env_spec("doom-deathmatch"))
-    assert list(series["x"]) == [4000, 8000, 12000, 16000]
+    series = kills_deaths_series(run, 2)
+    assert list(series["x"]) == [1000, 2000, 3000, 4000]
     assert series["kills"] == pytest.approx([1, (1 + 3) / 2, (3 + 5) / 2, (5 + 0) / 2])
     assert series["deaths"] == pytest.approx([2, (2 + 0) / 2, (0 + 2) / 2, (2 + 4) / 2])
-    no_spec = kills_deaths_series(run, 3)  # an env this install cannot resolve: agent steps
-    assert list(no_spec["x"]) == [1000, 2000, 3000, 4000]
-    assert no_spec["kills"] == pytest.approx([1, 2, 3, 8 / 3])
+    assert kills_deaths_series(run, 3)["kills"] == pytest.approx([1, 2, 3, 8 / 3])
     assert kills_deaths_series(read_run(fake_run(tmp_path / "atari", "breakout", episodes=3)), 2) == {}
 
 
@@ -167,9 +165,9 @@ def test_mixed_runs_draw_kills_deaths_of_the_doom_ones_only(tmp_path, monkeypatc
     assert sorted(p.name for p in out.iterdir()) == ["kills_deaths_curves.png", "learning_curves.png"]
     assert (out / "kills_deaths_curves.png").read_bytes().startswith(PNG_MAGIC)
     labelled = {label: (x, y) for x, y, label in drawn if label}
-    # The return curves: every run; the Doom runs' x axis in env frames.
+    # The return curves: every run; the x axis in env steps.
     returns_x = labelled["doom_b"][0]
-    assert returns_x == [4000, 8000, 12000, 16000] and "atari" in labelled
+    assert returns_x == [1000, 2000, 3000, 4000] and "atari" in labelled
     # The kills/deaths curves: one labelled line per Doom run per quantity, none for the Atari run.
     kd = {label: xy for label, xy in labelled.items() if ": " in label}
     assert sorted(kd) == ["doom_a: deaths", "doom_a: kills", "doom_b: deaths", "doom_b: kills"]
@@ -194,5 +192,24 @@ def test_kills_deaths_x_label_names_the_unit_as_the_return_does(tmp_path, monkey
     known = fake_run(tmp_path / "known", "doom-deathmatch", episodes=3, doom=True)
     unknown = fake_run(tmp_path / "unknown", "no-such-doom", episodes=3, doom=True)
     assert main(["plot", str(known), str(unknown), "--out", str(tmp_path / "out")]) == 0
-    frames, steps = "env frames (global step x frame skip 4)", "agent steps (global step; frame skip unknown)"
+    frames, steps = "env steps (1 step = 4 frames)", "env steps (agent steps; frames per step unknown)"
     assert labels == [frames, steps] + [frames, frames, steps, steps]  # return, then kills|deaths per env
+
+
+def test_each_reference_line_is_labelled_with_its_score_and_source(tmp_path):
+    from pixelplay.eval.baselines import ATARI
+    from pixelplay.eval.plot import learning_curves_figure
+
+    game = ATARI["breakout"]
+    fig = learning_curves_figure([read_run(fake_run(tmp_path / "run", "breakout", episodes=3))], smooth=2)
+    (ax,) = fig.axes
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    refs = [("human", game.human), ("random", game.random), *game.others.items()]
+    assert len(labels) == 1 + len(refs) and labels[0] == "run"
+    for label, (name, ref) in zip(labels[1:], refs, strict=True):
+        prefix = f"{name} {ref.score:g} ("
+        assert label.startswith(prefix) and label.endswith(")") and ref.source.startswith(label[len(prefix):-1])
+    assert sorted(line.get_ydata()[0] for line in ax.lines[2:]) == sorted(ref.score for _, ref in refs)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
