@@ -39,6 +39,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -299,16 +300,23 @@ def _elastic_restart(cfg: RunConfig) -> bool:
     return restarts > 0 and bool(cfg.run_dir) and (Path(cfg.run_dir) / "config.json").is_file()
 
 
-def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False) -> Path:
-    """The training loop, top to bottom. Returns the run directory."""
+def train(cfg: RunConfig, algo_cfg: Any, resuming: bool = False,
+          should_stop: Callable[[int, float], bool] | None = None) -> Path:
+    """The training loop, top to bottom. Returns the run directory.
+
+    ``should_stop(global_step, mean_return)``, if given, is asked on rank 0 after every update
+    with the mean raw return of the last 20 episodes (NaN before the first one ends); True ends
+    the run there as a reached --stop-return does: final checkpoint, logs closed, a run that
+    --resume continues. `pixelplay.tune` prunes weak trials with it."""
     dist = Distributed.from_environment(pick_device(cfg.device), cfg.dist_timeout)
     try:
-        return _train(cfg, algo_cfg, resuming or _elastic_restart(cfg), dist)
+        return _train(cfg, algo_cfg, resuming or _elastic_restart(cfg), dist, should_stop)
     finally:
         dist.close()
 
 
-def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> Path:
+def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
+           should_stop: Callable[[int, float], bool] | None) -> Path:
     rank, device, main = dist.rank, dist.device, dist.is_main
     # Rank 0 decides the run directory and reads the checkpoint; the other ranks receive both.
     run_dir = Path(_on_rank_0(dist, lambda: str(choose_run_dir(cfg, resuming))))
@@ -418,17 +426,18 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed) -> 
                         # Rank 0 decides when to save and stop (its clock, its episode log); the
                         # others follow, so every rank reaches the same collectives.
                         on_schedule = global_step >= next_checkpoint
-                        decision = (False, False)
+                        decision = (False, False, False)
                         if main:
                             overdue = bool(cfg.checkpoint_seconds) and time.monotonic() - last_save_time >= cfg.checkpoint_seconds
-                            decision = (on_schedule or overdue, logger.solved(cfg.stop_return))
-                        save_now, solved = dist.broadcast_object(decision)
+                            told = should_stop is not None and should_stop(global_step, logger.mean_recent_return)
+                            decision = (on_schedule or overdue, logger.solved(cfg.stop_return), bool(told))
+                        save_now, solved, told_to_stop = dist.broadcast_object(decision)
                         if save_now:
                             save(with_replay=on_schedule)
                             last_save_time = time.monotonic()
                             next_checkpoint = (global_step // cfg.checkpoint_interval + 1) * cfg.checkpoint_interval
-                        if solved:
-                            if main:
+                        if solved or told_to_stop:
+                            if main and solved:
                                 print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping",
                                       file=sys.stderr)
                             break
