@@ -75,8 +75,10 @@ def test_same_seed_gives_same_first_ten_updates(tmp_path):
 def test_deathmatch_run_directory(tmp_path):
     run_dir = tmp_path / "dm"
     args = ["--env", "doom-deathmatch", "--num-envs", "1", "--total-steps", "256", "--bots", "2",
-            "--run-dir", str(run_dir), "--no-track", *SMALL_PPO]
+            "--run-dir", str(run_dir), "--no-track", *SMALL_PPO, "--num-minibatches", "1"]
+    # The preset's LSTM core and enemy game feature, on one env (one sequence per minibatch).
     assert train.main(args) == 0
+    assert json.loads((run_dir / "config.json").read_text())["algo"]["memory"] == "lstm"
     assert (run_dir / "episodes.csv").read_text().startswith(
         "global_step,wall_time,env,return,length,kills,deaths,suicides,objects")
     assert len(_rows(run_dir / "metrics.csv")) == 8
