@@ -183,17 +183,27 @@ def game_feature_head(features_dim: int, num_features: int) -> nn.Linear | None:
     return layer_init(nn.Linear(features_dim, num_features), gain=0.01)
 
 
-def game_feature_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def game_feature_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(bce, accuracy)`` of game-feature ``logits`` (B, F) against 0/1 ``labels`` (B, F).
 
     ``bce``: the binary cross-entropy of sigmoid(logits), the mean over rows and features
     (``torch.nn.BCELoss`` on probabilities as Arnold computes it, here on the logits, which is
     stable for large logits). ``accuracy``: the fraction of (row, feature) entries whose
     probability thresholded at 0.5 (logit > 0) equals the label, that is the mean over features
-    of each feature's accuracy. Both in fp32, whatever the logits' dtype."""
+    of each feature's accuracy. Both in fp32, whatever the logits' dtype. ``mask`` (bool (B,)):
+    only those rows count (DRQN's sequences hold slots that are no observation of a step), as a
+    weighted mean, so no row selection and no host sync."""
     logits, labels = logits.float(), labels.float()
-    bce = F.binary_cross_entropy_with_logits(logits, labels)
-    accuracy = ((logits > 0) == (labels > 0.5)).float().mean()
+    if mask is None:
+        bce = F.binary_cross_entropy_with_logits(logits, labels)
+        accuracy = ((logits > 0) == (labels > 0.5)).float().mean()
+        return bce, accuracy
+    weight = mask.float().unsqueeze(1).expand_as(logits)
+    total = weight.sum().clamp(min=1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weight).sum() / total
+    accuracy = (((logits > 0) == (labels > 0.5)).float() * weight).sum() / total
     return bce, accuracy
 
 
@@ -227,65 +237,32 @@ class ActorCritic(nn.Module):
 
 
 MEMORIES = ("none", "lstm", "gru")
-"""Recurrent cores by the name the CLI takes (``--memory``); none is the feed-forward `ActorCritic`."""
+"""Recurrent cores by the name the CLI takes (``--memory``); none is the feed-forward network."""
 
 
-class RecurrentActorCritic(nn.Module):
-    """`ActorCritic` with a recurrent core (LSTM or GRU) between the features and the heads, as in
-    CleanRL's ``ppo_atari_lstm.py``: features -> core (``memory_size`` wide) -> policy and value.
+class _RecurrentCore(nn.Module):
+    """What every network with a recurrent core shares: the core (LSTM or GRU, ``memory_size``
+    wide) in ``self.core``, its zero state and its unroll over T steps with episode starts.
 
     The core's state is one tensor ``(k, B, memory_size)``: k = 2 for an LSTM (h and c stacked),
-    1 for a GRU; `initial_state` gives zeros. `forward` unrolls T steps of B sequences: ``obs`` is
-    time-major and flat, (T * B, C, H, W), ``first`` (T, B) marks the steps that start an
-    episode, where the state is zeroed before the step (None: no episode starts). The core and
-    the heads run in fp32 whatever the caller's autocast: only the extractor takes bf16, so a
-    state carried over hundreds of steps is not rounded to bf16 at each.
-    """
+    1 for a GRU; `initial_state` gives zeros."""
 
-    def __init__(self, extractor: nn.Module, num_actions: int, memory: str = "lstm", memory_size: int = 128,
-                 num_game_features: int = 0):
-        super().__init__()
+    def _init_core(self, input_dim: int, memory: str, memory_size: int) -> None:
         if memory not in ("lstm", "gru"):
             raise PixelplayError(f"memory must be lstm or gru for a recurrent core, got '{memory}'")
-        self.extractor = extractor
         self.memory, self.memory_size = memory, memory_size
         core = nn.LSTM if memory == "lstm" else nn.GRU
-        self.core = core(extractor.features_dim, memory_size)
+        self.core = core(input_dim, memory_size)
         for name, param in self.core.named_parameters():  # CleanRL: orthogonal weights, zero biases
             if "bias" in name:
                 nn.init.constant_(param, 0.0)
             else:
                 nn.init.orthogonal_(param, 1.0)
         self.state_layers = 2 if memory == "lstm" else 1
-        self.policy = layer_init(nn.Linear(memory_size, num_actions), gain=0.01)
-        self.value = layer_init(nn.Linear(memory_size, 1), gain=1.0)
-        # On the CNN features, before the core, as Arnold's (its base_forward): a frame's game
-        # features are in the frame, not in the memory of the ones before.
-        self.game_features = game_feature_head(extractor.features_dim, num_game_features)
 
     def initial_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Zeros: the state at an episode's start, for ``batch`` sequences."""
         return torch.zeros(self.state_layers, batch, self.memory_size, device=device)
-
-    def forward(
-        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None,
-        with_game_features: bool = False,
-    ):
-        """``(logits (T * B, A), value (T * B,), state after the last step)`` for T steps of B
-        sequences from ``state``; see the class docstring for ``obs`` and ``first``. With
-        ``with_game_features`` a fourth item: the game-feature logits (T * B, F) of each step's
-        frame, from the CNN features (the core does not see into them)."""
-        batch = state.shape[1]
-        features = self.extractor(obs)
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float()
-            feature_logits = self.game_features(features) if with_game_features else None
-            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
-            hidden = hidden.reshape(-1, self.memory_size)
-            logits, value = self.policy(hidden), self.value(hidden).squeeze(-1)
-            if with_game_features:
-                return logits, value, state, feature_logits
-            return logits, value, state
 
     def unroll(
         self, features: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None
@@ -316,6 +293,50 @@ class RecurrentActorCritic(nn.Module):
         return out, h
 
 
+class RecurrentActorCritic(_RecurrentCore):
+    """`ActorCritic` with a recurrent core (LSTM or GRU) between the features and the heads, as in
+    CleanRL's ``ppo_atari_lstm.py``: features -> core (``memory_size`` wide) -> policy and value.
+
+    The core's state is one tensor ``(k, B, memory_size)``: k = 2 for an LSTM (h and c stacked),
+    1 for a GRU; `initial_state` gives zeros. `forward` unrolls T steps of B sequences: ``obs`` is
+    time-major and flat, (T * B, C, H, W), ``first`` (T, B) marks the steps that start an
+    episode, where the state is zeroed before the step (None: no episode starts). The core and
+    the heads run in fp32 whatever the caller's autocast: only the extractor takes bf16, so a
+    state carried over hundreds of steps is not rounded to bf16 at each.
+    """
+
+    def __init__(self, extractor: nn.Module, num_actions: int, memory: str = "lstm", memory_size: int = 128,
+                 num_game_features: int = 0):
+        super().__init__()
+        self.extractor = extractor
+        self._init_core(extractor.features_dim, memory, memory_size)
+        self.policy = layer_init(nn.Linear(memory_size, num_actions), gain=0.01)
+        self.value = layer_init(nn.Linear(memory_size, 1), gain=1.0)
+        # On the CNN features, before the core, as Arnold's (its base_forward): a frame's game
+        # features are in the frame, not in the memory of the ones before.
+        self.game_features = game_feature_head(extractor.features_dim, num_game_features)
+
+    def forward(
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None,
+        with_game_features: bool = False,
+    ):
+        """``(logits (T * B, A), value (T * B,), state after the last step)`` for T steps of B
+        sequences from ``state``; see the class docstring for ``obs`` and ``first``. With
+        ``with_game_features`` a fourth item: the game-feature logits (T * B, F) of each step's
+        frame, from the CNN features (the core does not see into them)."""
+        batch = state.shape[1]
+        features = self.extractor(obs)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            feature_logits = self.game_features(features) if with_game_features else None
+            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
+            hidden = hidden.reshape(-1, self.memory_size)
+            logits, value = self.policy(hidden), self.value(hidden).squeeze(-1)
+            if with_game_features:
+                return logits, value, state, feature_logits
+            return logits, value, state
+
+
 class QNetwork(nn.Module):
     """Q-values per action; with ``dueling`` the head splits into value and advantage streams,
     Q = V + A - mean(A) (Wang et al. 2016). With ``num_game_features`` a game-feature head
@@ -341,6 +362,50 @@ class QNetwork(nn.Module):
         if with_game_features:
             return q, self.game_features(features)
         return q
+
+
+class RecurrentQNetwork(_RecurrentCore):
+    """DRQN (Hausknecht & Stone 2015; R2D2, Kapturowski et al. 2019): the CNN features go through
+    a recurrent core (LSTM or GRU, ``memory_size`` wide) before the Q head, plain or dueling
+    (Wang et al. 2016), as R2D2's LSTM sits before its dueling head. A game-feature head, with
+    ``num_game_features``, reads the CNN features before the core, as `RecurrentActorCritic`'s.
+
+    `forward` unrolls T steps of B sequences from ``state``: ``obs`` time-major and flat (T * B,
+    C, H, W), ``first`` (T, B) the steps that start an episode (state zeroed before them). The
+    core and the heads run in fp32 whatever the caller's autocast, as in `RecurrentActorCritic`.
+    """
+
+    def __init__(self, extractor: nn.Module, num_actions: int, dueling: bool = False, memory: str = "lstm",
+                 memory_size: int = 128, num_game_features: int = 0):
+        super().__init__()
+        self.extractor = extractor
+        self.dueling = dueling
+        self._init_core(extractor.features_dim, memory, memory_size)
+        self.advantage = nn.Linear(memory_size, num_actions)
+        self.value = nn.Linear(memory_size, 1) if dueling else None
+        self.game_features = game_feature_head(extractor.features_dim, num_game_features)
+
+    def forward(
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None,
+        with_game_features: bool = False,
+    ):
+        """``(q (T * B, A), state after the last step)``; with ``with_game_features`` a third
+        item: the game-feature logits (T * B, F) of each step's frame."""
+        batch = state.shape[1]
+        features = self.extractor(obs)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            feature_logits = self.game_features(features) if with_game_features else None
+            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
+            hidden = hidden.reshape(-1, self.memory_size)
+            advantage = self.advantage(hidden)
+            if self.value is None:
+                q = advantage
+            else:
+                q = self.value(hidden) + advantage - advantage.mean(dim=1, keepdim=True)
+            if with_game_features:
+                return q, state, feature_logits
+            return q, state
 
 
 @functools.cache
@@ -398,3 +463,16 @@ class NetworkConfig:
     def autocast(self, device: torch.device):
         """The autocast context factory for this config's precision on ``device``."""
         return autocast(self.precision, torch.device(device))
+
+
+@dataclass
+class MemoryConfig(NetworkConfig):
+    """A network with an optional recurrent core (PPO and A2C: `RecurrentActorCritic`; DQN:
+    `RecurrentQNetwork`). Frame stacking stays with a core (the env's 4 frames, as Arnold kept
+    them with its LSTM, Lample & Chaplot 2017): frames show motion within a step, the core what
+    was seen long ago."""
+
+    memory: str = bounded("none", choices=MEMORIES)
+    """recurrent core between the CNN features and the heads: none (feed-forward), lstm or gru"""
+    memory_size: int = bounded(128, low=1)
+    """hidden width of the recurrent core (with --memory lstm or gru)"""

@@ -34,9 +34,8 @@ from torch.distributions import Categorical
 from pixelplay.agents.agent import checked_labels
 from pixelplay.agents.config import ConfigError, bounded
 from pixelplay.agents.networks import (
-    MEMORIES,
     ActorCritic,
-    NetworkConfig,
+    MemoryConfig,
     RecurrentActorCritic,
     build_extractor,
     game_feature_loss,
@@ -44,19 +43,6 @@ from pixelplay.agents.networks import (
 from pixelplay.agents.rollout import RolloutBatch, RolloutStorage, compute_gae
 from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.vec import StepResult
-
-
-@dataclass
-class MemoryConfig(NetworkConfig):
-    """The network of an actor-critic (PPO, A2C): the extractor's options and an optional
-    recurrent core. Frame stacking stays with a core (the env's 4 frames, as Arnold kept them with
-    its LSTM, Lample & Chaplot 2017): frames show motion within a step, the core what was seen
-    long ago."""
-
-    memory: str = bounded("none", choices=MEMORIES)
-    """recurrent core between the CNN features and the heads: none (feed-forward), lstm or gru"""
-    memory_size: int = bounded(128, low=1)
-    """hidden width of the recurrent core (with --memory lstm or gru)"""
 
 
 @dataclass

@@ -31,6 +31,25 @@ time, but with batched tensor indexing instead of a Python loop per sample):
   and ``p**alpha`` (prioritized) or 1 (uniform) otherwise. Uniform sampling is the same tree
   descent with unit leaves, so both modes share one exact code path.
 
+With ``sequence_length`` (DRQN: ``--memory`` for DQN) the buffer samples *sequences* instead of
+transitions, from the same storage (one frame per slot, see `SequenceBatch` and
+``sample_sequences``):
+
+* a sequence is a window of ``burn_in + sequence_length + n_step`` consecutive slots of one env's
+  ring: ``burn_in`` slots that only warm up a zero recurrent state (R2D2's "zero state + burn-in"
+  variant, Kapturowski et al. 2019, sec. 3), ``sequence_length`` slots to learn from, and
+  ``n_step`` more that only hold the observations the last ones bootstrap from;
+* the window may cross episode boundaries: two more bools per slot say whether the slot holds a
+  transition (not an episode's padding or final frame) and whether its observation starts an
+  episode, where the network zeroes the state; the learner masks every slot without a
+  transition. R2D2 instead cuts its stored sequences at episode ends and pads them; a zeroed
+  state at the true episode start is the exact state there, so nothing is lost by crossing;
+* the sum tree's leaves are then sequence *starts*. Counting every slot ever written per env
+  (``written``), start ``s`` is sampleable while its window and the stack of its first
+  observation are all in the ring: ``max(0, written - F) + k - 1 <= s <= written - window``.
+  That interval only moves forward, so each ``add`` clears the starts that leave it and gives
+  the ones that enter it the initial priority: no window ever spans the write head's seam.
+
 Hot paths (``add``, ``sample``, ``update_priorities``) are fixed-shape tensor programs: no ``.item()``,
 no host sync, no Python loop over envs or samples (the only loops run over the few tree levels and
 are unrolled by Python, not data-dependent).
@@ -47,7 +66,7 @@ import torch
 from pixelplay.agents.sum_tree import SumTree, default_dtype
 from pixelplay.envs.errors import PixelplayError
 
-__all__ = ["ReplayBatch", "ReplayBuffer"]
+__all__ = ["ReplayBatch", "ReplayBuffer", "SequenceBatch"]
 
 
 class ReplayBatch(NamedTuple):
@@ -67,6 +86,37 @@ class ReplayBatch(NamedTuple):
     """float32 (B,): importance-sampling weights (ones for uniform replay)."""
     index: torch.Tensor
     """int64 (B,): buffer indices, for ``update_priorities`` and ``locate``."""
+
+
+class SequenceBatch(NamedTuple):
+    """A minibatch of sequences (DRQN), time-major, gathered on the buffer's device.
+
+    Positions 0 .. W-1 of a window (W = ``burn_in + sequence_length + n_step``) are consecutive
+    slots of one env's ring; the learning positions are ``burn_in .. burn_in + sequence_length - 1``,
+    and the fields of shape (L, B) describe those (L = ``sequence_length``)."""
+
+    obs: torch.Tensor
+    """uint8 (W, B, C, H, W): the observation whose newest frame is at each position (slots
+    without a transition hold an episode's padding or final frame: final observations are what
+    truncated episodes bootstrap from; padding is fed to the network and masked)."""
+    first: torch.Tensor
+    """bool (W, B): the position's observation starts an episode: zero the state before it."""
+    action: torch.Tensor
+    """int64 (L, B): the action taken at each learning position."""
+    reward: torch.Tensor
+    """float32 (L, B): the n-step discounted return from each learning position, cut at an episode end."""
+    discount: torch.Tensor
+    """float32 (L, B): gamma^steps to multiply the bootstrap value by; 0 if the episode terminated."""
+    bootstrap: torch.Tensor
+    """int64 (L, B): the position (0 .. W-1) of the observation each learning position bootstraps from."""
+    mask: torch.Tensor
+    """bool (L, B): the learning position holds a transition (False: padding or a final frame)."""
+    weight: torch.Tensor
+    """float32 (B,): importance-sampling weights per sequence (ones for uniform replay)."""
+    index: torch.Tensor
+    """int64 (B,): the start of each sequence, for ``update_priorities``."""
+    leaf: torch.Tensor
+    """int64 (W, B): each position's slot index, for ``labels`` (game features)."""
 
 
 def _free_memory_bytes(device: torch.device) -> int | None:
@@ -107,6 +157,8 @@ def _check_settings(
     num_envs: int,
     prioritized: bool,
     priority_eps: float,
+    sequence_length: int = 0,
+    burn_in: int = 0,
 ) -> None:
     """Refuse constructor settings the buffer cannot honour, before anything is sized."""
     if len(obs_shape) != 3:
@@ -122,6 +174,10 @@ def _check_settings(
         raise PixelplayError(f"num_envs must be >= 1, got {num_envs}")
     if prioritized and priority_eps <= 0:
         raise PixelplayError("priority_eps must be > 0, or transitions with zero TD error are never replayed")
+    if sequence_length < 0 or burn_in < 0:
+        raise PixelplayError(f"sequence_length and burn_in must be >= 0, got {sequence_length} and {burn_in}")
+    if burn_in and not sequence_length:
+        raise PixelplayError("burn_in warms up the state of sequences: it needs sequence_length >= 1")
 
 
 def _as_device(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -159,8 +215,13 @@ class ReplayBuffer:
         seed: int = 0,
         check_stacks: bool = False,
         num_labels: int = 0,
+        sequence_length: int = 0,
+        burn_in: int = 0,
     ):
         """``capacity`` counts slots for all envs together (``capacity // num_envs`` per env).
+
+        ``sequence_length`` (DRQN): sample sequences of that many learning steps after ``burn_in``
+        warm-up steps (``sample_sequences``) instead of transitions; 0 (default): transitions.
 
         ``num_labels``: the width of the per-observation labels ``add`` takes and ``sample``
         returns (game features); 0 (default): none, and no memory for them.
@@ -170,7 +231,7 @@ class ReplayBuffer:
         stream; it catches envs that stack newest-first or a caller that skips steps.
         """
         obs_shape = tuple(int(d) for d in obs_shape)
-        _check_settings(obs_shape, frame_stack, n_step, num_envs, prioritized, priority_eps)
+        _check_settings(obs_shape, frame_stack, n_step, num_envs, prioritized, priority_eps, sequence_length, burn_in)
         self.device = torch.device(device)
         self.num_envs = int(num_envs)
         self.obs_shape = obs_shape
@@ -185,6 +246,10 @@ class ReplayBuffer:
         self.seed = int(seed)
         self.check_stacks = bool(check_stacks)
         self.num_labels = int(num_labels)
+        self.sequence_length = int(sequence_length)
+        self.burn_in = int(burn_in)
+        self.window = self.burn_in + self.sequence_length + self.n_step if self.sequence_length else 0
+        """slots per sampled sequence (burn-in, learning, bootstrap); 0: the buffer samples transitions"""
         self.slots_per_env = int(capacity) // self.num_envs
         self._check_slots_per_env(capacity, num_envs)
         self.capacity = self.slots_per_env * self.num_envs
@@ -210,6 +275,11 @@ class ReplayBuffer:
         self._truncated = t["truncated"].view(-1)
         self._step_id = t["step_id"].view(-1)
         self._labels = t["labels"].view(-1, self.num_labels) if self.num_labels else None  # (N * F, L)
+        # Sequences only: per slot, does it hold a transition / does its obs start an episode;
+        # per env, the slots written so far (absolute positions, the ring's head is written % F).
+        self._has_transition = t["has_transition"].view(-1) if self.window else None
+        self._starts_episode = t["starts_episode"].view(-1) if self.window else None
+        self._written = t["written"] if self.window else None
         self._head = t["head"]  # (N,) next slot to write
         self._ep_len = t["ep_len"]  # (N,) transitions in the current episode so far
         self._count = t["count"]  # () sampleable transitions
@@ -235,6 +305,17 @@ class ReplayBuffer:
 
     def _check_slots_per_env(self, capacity: int, num_envs: int) -> None:
         k, n = self.frame_stack, self.n_step
+        if self.window:
+            # Sampleable starts fill max(0, written - F) + k - 1 .. written - window: at least two.
+            min_slots = self.window + k
+            if self.slots_per_env < min_slots:
+                raise PixelplayError(
+                    f"replay capacity {capacity:,} gives {self.slots_per_env} slots per env for {num_envs} envs; "
+                    f"sequences of burn_in={self.burn_in} + sequence_length={self.sequence_length} + "
+                    f"n_step={n} slots with frame_stack={k} need at least {min_slots} per env; raise --buffer-size "
+                    "or shorten the sequences"
+                )
+            return
         # A step writes up to k + 1 slots and clears the k slots after them; the open n-step
         # windows and the slots about to be cleared must never meet in the ring.
         min_slots = (n + 1) * (k + 1) + k
@@ -328,6 +409,8 @@ class ReplayBuffer:
             return False, f"a write head is outside 0..{self.slots_per_env - 1}: {self._head.tolist()}"
         if bool((self._ep_len < 0).any()):
             return False, f"a negative episode length: {self._ep_len.tolist()}"
+        if self.window and not torch.equal(self._written % self.slots_per_env, self._head):
+            return False, f"slots written {self._written.tolist()} disagree with the write heads {self._head.tolist()}"
         return True, ""
 
     # ------------------------------------------------------------------ layout
@@ -351,6 +434,10 @@ class ReplayBuffer:
         if self.num_labels:
             # bool: 0/1 labels at a byte each, beside the frame's 7 KB (84x84) it describes.
             plan["labels"] = ((N, F, self.num_labels), torch.bool)
+        if self.window:
+            plan["has_transition"] = ((N, F), torch.bool)
+            plan["starts_episode"] = ((N, F), torch.bool)
+            plan["written"] = ((N,), torch.int64)
         for i, size in enumerate(SumTree.level_sizes(self.capacity)):
             plan[f"tree{i}"] = ((size,), self._tree_dtype)
         plan["head"] = ((N,), torch.int64)
@@ -383,7 +470,7 @@ class ReplayBuffer:
         Counts added transitions on the host (no device sync); ``len()`` gives the exact number of
         sampleable ones, which trails it by up to ``n_step - 1`` per env plus the episode padding.
         """
-        return self._steps >= self.n_step and self.num_added >= min_size
+        return self._steps >= self.min_steps and self.num_added >= min_size
 
     # ------------------------------------------------------------------ priorities
 
@@ -453,22 +540,62 @@ class ReplayBuffer:
             live = self._ep_len > 0
             last = self._leaf(self._head - 2)
             self._truncated.index_put_((last,), self._truncated.index_select(0, last) | live)
-            complete, complete_mask = self._complete_leaves(self._head - 2, live)
-            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-            self._update_leaves(empty, empty.bool(), complete, complete_mask)
+            if not self.window:  # sequences: the windows that hold it were complete already
+                complete, complete_mask = self._complete_leaves(self._head - 2, live)
+                empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+                self._update_leaves(empty, empty.bool(), complete, complete_mask)
         c, hw = self.channels_per_frame, self.obs_shape[1:]
         j = torch.arange(k, device=self.device)
         dest = self._frame_index(self._head.unsqueeze(1) + j)
         self._frames_flat.index_put_((dest.reshape(-1),), obs.reshape(self.num_envs * k, c, *hw))
         if self._labels is not None:  # obs's labels go with its newest frame
             self._labels.index_put_((self._leaf(self._head + k - 1),), labels)
-        # Writing slots head..head+k-1 breaks the stacks of the transitions in head..head+2k-2.
-        clear = self._leaf(self._head.unsqueeze(1) + torch.arange(2 * k - 1, device=self.device))
-        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-        self._update_leaves(clear, torch.ones_like(clear, dtype=torch.bool), empty, empty.bool())
-        self._head.add_(k).remainder_(self.slots_per_env)
+        if self.window:
+            j = torch.arange(k, device=self.device).expand(self.num_envs, k)
+            self._mark_slots(self._head.unsqueeze(1) + j, torch.ones_like(j, dtype=torch.bool), j == k - 1)
+            self._head.add_(k).remainder_(self.slots_per_env)
+            self._advance_sequences(torch.full_like(self._head, k))
+        else:
+            # Writing slots head..head+k-1 breaks the stacks of the transitions in head..head+2k-2.
+            clear = self._leaf(self._head.unsqueeze(1) + torch.arange(2 * k - 1, device=self.device))
+            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+            self._update_leaves(clear, torch.ones_like(clear, dtype=torch.bool), empty, empty.bool())
+            self._head.add_(k).remainder_(self.slots_per_env)
         self._ep_len.zero_()
         self._streaming = True
+
+    def _mark_slots(self, slots: torch.Tensor, mask: torch.Tensor, starts: torch.Tensor) -> None:
+        """Sequences: new frames were written to ``slots[mask]`` (N, m): no transition there (yet),
+        and their observations start an episode where ``starts``. Fixed shape: masked-out slots
+        keep their flags."""
+        leaf, mask = self._leaf(slots).reshape(-1), mask.reshape(-1)
+        has = torch.where(mask, False, self._has_transition.index_select(0, leaf))
+        first = torch.where(mask, starts.reshape(-1), self._starts_episode.index_select(0, leaf))
+        self._has_transition.index_put_((leaf,), has)
+        self._starts_episode.index_put_((leaf,), first)
+
+    def _sequence_bounds(self, written: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first, last) sampleable sequence start per env after ``written`` slots: the window
+        ``s .. s + window - 1`` and the stack of its first obs (from ``s - k + 1``) in the ring."""
+        low = (written - self.slots_per_env).clamp(min=0) + self.frame_stack - 1
+        return low, written - self.window
+
+    def _advance_sequences(self, advance: torch.Tensor) -> None:
+        """Sequences: ``advance`` (N,) slots were just written per env. The interval of
+        sampleable starts moves forward by as much: clear the starts that left it (their oldest
+        frames are overwritten), then give the ones that entered it (their last slot is written)
+        the initial priority. Two tree writes, so a leaf that leaves and enters in one step (a
+        tiny window) ends up set."""
+        low, high = self._sequence_bounds(self._written)
+        self._written.add_(advance)
+        new_low, new_high = self._sequence_bounds(self._written)
+        j = torch.arange(self.frame_stack + 1, device=self.device)  # an add writes at most k + 1 slots
+        leaving = low.unsqueeze(1) + j
+        entering = high.unsqueeze(1) + 1 + j
+        entered = (entering <= new_high.unsqueeze(1)) & (entering >= new_low.unsqueeze(1))
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._update_leaves(self._leaf(leaving), leaving < new_low.unsqueeze(1), empty, empty.bool())
+        self._update_leaves(empty, empty.bool(), self._leaf(entering), entered)
 
     def add(
         self,
@@ -535,17 +662,25 @@ class ReplayBuffer:
             # next_obs's labels go with its newest frame: slot head, or head + k after a reset.
             newest_slot = torch.where(done, head + k, head)
             self._labels.index_put_((self._leaf(newest_slot),), _as_device(next_labels, dev, torch.float32) > 0.5)
-
-        # Priorities. Writing slot w breaks the stacks of transitions in slots w..w+k-1 (the
-        # oldest in the ring); this step writes head (and head+1..head+k where done).
+        advance = torch.where(done, k + 1, 1)
         self._ep_len.add_(1)
-        j2 = torch.arange(2 * k, device=dev)
-        clear = self._leaf(head.unsqueeze(1) + j2)
-        clear_mask = (j2 < k) | done.unsqueeze(1)
-        complete, complete_mask = self._complete_leaves(last, done)
-        self._update_leaves(clear, clear_mask, complete, complete_mask)
-
-        self._head.add_(torch.where(done, k + 1, 1)).remainder_(F)
+        if self.window:
+            # Sequences: slot head holds next_obs's (or final_obs's) frame, head+1..head+k the new
+            # episode's first stack where done, whose newest frame starts the episode.
+            j = torch.arange(k + 1, device=dev)
+            self._mark_slots(head.unsqueeze(1) + j, (j == 0) | done.unsqueeze(1), (j == k) & done.unsqueeze(1))
+            self._has_transition.index_fill_(0, leaf, True)
+            self._head.add_(advance).remainder_(F)
+            self._advance_sequences(advance)
+        else:
+            # Priorities. Writing slot w breaks the stacks of transitions in slots w..w+k-1 (the
+            # oldest in the ring); this step writes head (and head+1..head+k where done).
+            j2 = torch.arange(2 * k, device=dev)
+            clear = self._leaf(head.unsqueeze(1) + j2)
+            clear_mask = (j2 < k) | done.unsqueeze(1)
+            complete, complete_mask = self._complete_leaves(last, done)
+            self._update_leaves(clear, clear_mask, complete, complete_mask)
+            self._head.add_(advance).remainder_(F)
         self._ep_len.masked_fill_(done, 0)
         self._steps += 1
 
@@ -571,23 +706,12 @@ class ReplayBuffer:
 
         Only meaningful for sampleable indices (``sampleable_indices``); used by tests and tools.
         """
+        if self.window:
+            raise PixelplayError("replay.get: this buffer samples sequences (get_sequences)")
         index = _as_device(index, self.device, torch.int64).reshape(-1)
-        B, F, n = index.shape[0], self.slots_per_env, self.n_step
+        B, F = index.shape[0], self.slots_per_env
         env, slot = index // F, index % F
-        window = env.unsqueeze(1) * F + (slot.unsqueeze(1) + torch.arange(n, device=self.device)) % F
-        reward = self._reward[window]
-        terminated = self._terminated[window]
-        done = terminated | self._truncated[window]
-        # alive[:, j]: no episode end among steps 0..j-1 of the window, so step j counts.
-        alive = torch.ones((B, n), dtype=torch.bool, device=self.device)
-        if n > 1:
-            alive[:, 1:] = torch.cumprod((~done[:, :-1]).to(torch.int32), 1).bool()
-        ret = (torch.where(alive, reward, 0.0) * self._gamma_pow[:n]).sum(1)
-        steps = alive.sum(1)
-        # n-step target (Sutton & Barto 7.1): bootstrap from the obs `steps` later with gamma^steps,
-        # or not at all when the episode terminated inside the window.
-        terminal = (terminated & alive).any(1)
-        discount = torch.where(terminal, 0.0, self._gamma_pow[steps])
+        ret, steps, discount = self._n_step(env, slot)
         next_leaf = env * F + (slot + steps) % F
         return ReplayBatch(
             obs=self._gather_stacks(index),
@@ -597,6 +721,54 @@ class ReplayBuffer:
             discount=discount,
             weight=torch.ones(B, dtype=torch.float32, device=self.device),
             index=index,
+        )
+
+    def _n_step(self, env: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(return, steps, discount)`` of the transitions in ``slot`` of ``env`` (any shape):
+        the n-step return cut at an episode end, how many steps later the bootstrap obs is, and
+        gamma**steps (0 where the episode terminated)."""
+        F, n = self.slots_per_env, self.n_step
+        j = torch.arange(n, device=self.device)
+        window = env.unsqueeze(-1) * F + (slot.unsqueeze(-1) + j) % F
+        reward = self._reward[window]
+        terminated = self._terminated[window]
+        done = terminated | self._truncated[window]
+        # alive[..., j]: no episode end among steps 0..j-1 of the window, so step j counts.
+        alive = torch.ones_like(done)
+        if n > 1:
+            alive[..., 1:] = torch.cumprod((~done[..., :-1]).to(torch.int32), -1).bool()
+        ret = (torch.where(alive, reward, 0.0) * self._gamma_pow[:n]).sum(-1)
+        steps = alive.sum(-1)
+        # n-step target (Sutton & Barto 7.1): bootstrap from the obs `steps` later with gamma^steps,
+        # or not at all when the episode terminated inside the window.
+        terminal = (terminated & alive).any(-1)
+        discount = torch.where(terminal, 0.0, self._gamma_pow[steps])
+        return ret, steps, discount
+
+    def get_sequences(self, index: torch.Tensor) -> SequenceBatch:
+        """Gather the sequences starting at ``index`` as ``sample_sequences`` would, with unit
+        weights. Only meaningful for sampleable starts (``sampleable_indices``)."""
+        if not self.window:
+            raise PixelplayError("replay.get_sequences: this buffer samples transitions (built without sequence_length)")
+        index = _as_device(index, self.device, torch.int64).reshape(-1)
+        B, F, W = index.shape[0], self.slots_per_env, self.window
+        env, start = index // F, index % F
+        position = start.unsqueeze(0) + torch.arange(W, device=self.device).unsqueeze(1)  # (W, B)
+        leaf = env.unsqueeze(0) * F + position % F
+        learn = slice(self.burn_in, self.burn_in + self.sequence_length)
+        ret, steps, discount = self._n_step(env.expand(self.sequence_length, B), position[learn])
+        offsets = torch.arange(self.burn_in, self.burn_in + self.sequence_length, device=self.device)
+        return SequenceBatch(
+            obs=self._gather_stacks(leaf.reshape(-1)).view(W, B, *self.obs_shape),
+            first=self._starts_episode[leaf],
+            action=self._action[leaf[learn]].long(),
+            reward=ret,
+            discount=discount,
+            bootstrap=offsets.unsqueeze(1) + steps,
+            mask=self._has_transition[leaf[learn]],
+            weight=torch.ones(B, dtype=torch.float32, device=self.device),
+            index=index,
+            leaf=leaf,
         )
 
     def labels(self, index: torch.Tensor) -> torch.Tensor:
@@ -616,24 +788,58 @@ class ReplayBuffer:
         weights w = (N P(i))**-beta divided by the batch's largest weight, as Dopamine's Rainbow
         and rlpyt do (only scales updates down; no second min-tree needed).
         """
+        if self.window:
+            raise PixelplayError("replay.sample: this buffer samples sequences (sample_sequences)")
         if self._steps < self.n_step:
             raise PixelplayError(
                 f"replay.sample: only {self._steps} steps added, n_step={self.n_step} needs more; check ready() first"
             )
+        leaf, weight = self._draw(batch_size, beta, generator)
+        batch = self.get(leaf)
+        return batch if weight is None else batch._replace(weight=weight)
+
+    @property
+    def min_steps(self) -> int:
+        """``add`` calls before ``sample`` (or ``sample_sequences``) has something to draw in every
+        env: the n-step window of a transition, or a whole sequence window (the first add writes
+        k + 1 slots, each later one at least 1)."""
+        return self.window - 1 if self.window else self.n_step
+
+    def sample_sequences(
+        self, batch_size: int, beta: float | None = None, generator: torch.Generator | None = None
+    ) -> SequenceBatch:
+        """Draw ``batch_size`` sequences (with replacement) on the device: uniformly over the
+        sampleable starts, or proportionally to their priorities with importance-sampling weights
+        per sequence, as ``sample`` does for transitions (R2D2 prioritizes whole sequences)."""
+        if not self.window:
+            raise PixelplayError("replay.sample_sequences: this buffer samples transitions (built without sequence_length)")
+        if self._steps < self.min_steps:
+            raise PixelplayError(
+                f"replay.sample_sequences: only {self._steps} steps added, windows of {self.window} slots need "
+                f"{self.min_steps}; check ready() first"
+            )
+        leaf, weight = self._draw(batch_size, beta, generator)
+        batch = self.get_sequences(leaf)
+        return batch if weight is None else batch._replace(weight=weight)
+
+    def _draw(
+        self, batch_size: int, beta: float | None, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Leaves drawn from the sum tree and, prioritized, their importance weights."""
         gen = self._generator if generator is None else generator
         u = torch.rand(batch_size, dtype=self._tree_dtype, device=self.device, generator=gen)
         total = self._tree.total
         leaf = self._tree.query(u * total)
-        batch = self.get(leaf)
-        if self.prioritized:
-            beta = self.beta if beta is None else beta
-            prob = self._tree.get(leaf) / total
-            weight = (self._count * prob).pow(-beta)
-            batch = batch._replace(weight=(weight / weight.max()).float())
-        return batch
+        if not self.prioritized:
+            return leaf, None
+        beta = self.beta if beta is None else beta
+        prob = self._tree.get(leaf) / total
+        weight = (self._count * prob).pow(-beta)
+        return leaf, (weight / weight.max()).float()
 
     def update_priorities(self, index: torch.Tensor, td_error: torch.Tensor) -> None:
-        """Set p = |td_error| + eps for sampled indices (no-op for uniform replay).
+        """Set p = |td_error| + eps for sampled indices (no-op for uniform replay). For sequences
+        the caller passes each sequence's mix of its TD errors (R2D2's eta max + (1 - eta) mean).
 
         Indices whose transitions left the buffer since they were sampled stay empty. Duplicate
         indices (sampling is with replacement) keep one of their values.
@@ -676,6 +882,7 @@ class ReplayBuffer:
             "priority_eps": self.priority_eps,
             # Only with labels: the saved replays of buffers without them keep loading.
             **({"num_labels": self.num_labels} if self.num_labels else {}),
+            **({"sequence_length": self.sequence_length, "burn_in": self.burn_in} if self.window else {}),
         }
 
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
