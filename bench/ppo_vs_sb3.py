@@ -1,45 +1,58 @@
 """PPO throughput on Breakout: pixelplay against Stable-Baselines3, same run, same hyperparameters.
 
-    python bench/ppo_vs_sb3.py [--steps 16384] [--backend auto]
+    python bench/ppo_vs_sb3.py [--steps 16384] [--backend auto] [--num-envs 8] [--device cpu]
 
-Both train PPO with the Nature CNN on 8 Breakout envs, 128 steps per rollout, 4 epochs of
-minibatch 256 (CleanRL / RL Zoo settings), from scratch, on the CPU, and the script prints each
-one's env steps per second (start-up excluded: the clock starts after the envs are built) and the
-ratio. This is a benchmark, not a test: run it on an otherwise idle machine.
+Both train PPO with the Nature CNN on 8 Breakout envs (``--num-envs``), 128 steps per rollout, 4
+epochs of minibatch 256 (CleanRL / RL Zoo settings; ``--num-steps`` and ``--minibatch-size`` change
+both sides, for a quick dry run), from scratch, on ``--device``, and the
+script prints each one's env steps per second (start-up excluded: the clock starts after the envs
+are built), the ratio, pixelplay against the machine's two bounds measured in the same run
+(`bounds.py`: the network alone and the env alone) and, on CUDA, each one's peak device memory.
+This is a benchmark, not a test: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: both libraries run with it
 
 import torch  # noqa: E402
+from bounds import measure, peak_memory, reset_peak_memory  # noqa: E402
 
-COMMON = {"num_envs": 8, "num_steps": 128, "update_epochs": 4, "minibatch_size": 256, "learning_rate": 2.5e-4,
+COMMON = {"num_steps": 128, "update_epochs": 4, "minibatch_size": 256, "learning_rate": 2.5e-4,
           "clip": 0.1, "ent_coef": 0.01, "vf_coef": 0.5, "gamma": 0.99, "gae_lambda": 0.95, "max_grad_norm": 0.5}
 
 # BreakoutNoFrameskip-v4 semantics (what SB3 and the papers use): SB3's AtariWrapper skips frames.
 NO_FRAMESKIP = {"frameskip": 1, "repeat_action_probability": 0.0}
 
 
-def bench_pixelplay(steps: int, backend: str, precision: str) -> float:
-    from pixelplay.agents.ppo import PPOAgent, PPOConfig
+def pixelplay_config(num_envs: int, precision: str, settings: dict = COMMON):
+    """pixelplay's `PPOConfig` with the settings both sides share."""
+    from pixelplay.agents.ppo import PPOConfig
+
+    c = settings
+    return PPOConfig(learning_rate=c["learning_rate"], num_steps=c["num_steps"], update_epochs=c["update_epochs"],
+                     num_minibatches=num_envs * c["num_steps"] // c["minibatch_size"], clip_coef=c["clip"],
+                     ent_coef=c["ent_coef"], vf_coef=c["vf_coef"], gamma=c["gamma"], gae_lambda=c["gae_lambda"],
+                     max_grad_norm=c["max_grad_norm"], precision=precision)
+
+
+def bench_pixelplay(steps: int, num_envs: int, settings: dict, backend: str, precision: str,
+                    device: torch.device) -> float:
+    from pixelplay.agents.ppo import PPOAgent
     from pixelplay.envs import make_vec_env
 
-    c = COMMON
-    cfg = PPOConfig(learning_rate=c["learning_rate"], num_steps=c["num_steps"], update_epochs=c["update_epochs"],
-                    num_minibatches=c["num_envs"] * c["num_steps"] // c["minibatch_size"], clip_coef=c["clip"],
-                    ent_coef=c["ent_coef"], vf_coef=c["vf_coef"], gamma=c["gamma"], gae_lambda=c["gae_lambda"],
-                    max_grad_norm=c["max_grad_norm"], precision=precision)
-    device = torch.device("cpu")
+    cfg = pixelplay_config(num_envs, precision, settings)
     torch.manual_seed(0)
-    envs = make_vec_env("breakout", c["num_envs"], seed=0, device=device, backend=backend)
+    envs = make_vec_env("breakout", num_envs, seed=0, device=device, backend=backend)
     agent = PPOAgent(cfg, envs.obs_shape, envs.num_actions, envs.num_envs, steps, device)
     obs = envs.reset(seed=0)
+    agent.observe_first(obs, envs.labels)
     start, step = time.perf_counter(), 0
     while step < steps:  # the same loop as train.py, without logging
         action = agent.act(obs, step)
@@ -49,12 +62,14 @@ def bench_pixelplay(steps: int, backend: str, precision: str) -> float:
         step += envs.num_envs
         if agent.ready(step):
             agent.update(step)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
     envs.close()
     return steps / elapsed
 
 
-def bench_sb3(steps: int) -> float:
+def bench_sb3(steps: int, num_envs: int, settings: dict, device: torch.device) -> float:
     import ale_py
     import gymnasium as gym
     from stable_baselines3 import PPO
@@ -62,12 +77,12 @@ def bench_sb3(steps: int) -> float:
     from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
     gym.register_envs(ale_py)
-    c = COMMON
-    env = VecFrameStack(make_atari_env("ALE/Breakout-v5", n_envs=c["num_envs"], seed=0, env_kwargs=NO_FRAMESKIP,
+    c = settings
+    env = VecFrameStack(make_atari_env("ALE/Breakout-v5", n_envs=num_envs, seed=0, env_kwargs=NO_FRAMESKIP,
                                        vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "fork"}), n_stack=4)
     model = PPO("CnnPolicy", env, n_steps=c["num_steps"], batch_size=c["minibatch_size"], n_epochs=c["update_epochs"],
                 learning_rate=c["learning_rate"], clip_range=c["clip"], ent_coef=c["ent_coef"], vf_coef=c["vf_coef"],
-                gamma=c["gamma"], gae_lambda=c["gae_lambda"], max_grad_norm=c["max_grad_norm"], device="cpu", seed=0,
+                gamma=c["gamma"], gae_lambda=c["gae_lambda"], max_grad_norm=c["max_grad_norm"], device=str(device), seed=0,
                 tensorboard_log=None)
     with tempfile.TemporaryDirectory():
         start = time.perf_counter()
@@ -77,19 +92,47 @@ def bench_sb3(steps: int) -> float:
     return model.num_timesteps / elapsed
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=16_384, help="env steps per library (multiple of 1024)")
+    parser.add_argument("--steps", type=int, default=16_384, help="env steps per library (whole rollouts: a "
+                        "multiple of num_steps * num_envs)")
+    parser.add_argument("--num-envs", type=int, default=8, help="envs on both sides")
+    parser.add_argument("--num-steps", type=int, default=COMMON["num_steps"], help="rollout length, both sides")
+    parser.add_argument("--minibatch-size", type=int, default=COMMON["minibatch_size"], help="both sides; it must "
+                        "divide the rollout of num_steps * num_envs transitions")
     parser.add_argument("--backend", default="auto", help="pixelplay's Atari backend: auto, envpool or gymnasium")
     parser.add_argument("--precision", default="auto", help="pixelplay's precision: auto, bf16 or fp32")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for both libraries")
+    parser.add_argument("--bound-steps", type=int, default=2048, help="env steps over which bounds.py times the "
+                        "network alone and the env alone")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Breakout PPO, {args.steps} steps each")
-    ours = bench_pixelplay(args.steps, args.backend, args.precision)
-    print(f"pixelplay ({args.backend} envs, precision {args.precision}): {ours:8.1f} steps/s", flush=True)
-    theirs = bench_sb3(args.steps)
-    print(f"stable-baselines3 (SubprocVecEnv):      {theirs:8.1f} steps/s")
-    print(f"ratio pixelplay / SB3: {ours / theirs:.2f}x")
+    settings = {**COMMON, "num_steps": args.num_steps, "minibatch_size": args.minibatch_size}
+    rollout = args.num_steps * args.num_envs
+    if min(args.num_envs, args.num_steps, args.minibatch_size) < 1 or rollout % args.minibatch_size or \
+            args.steps < rollout or args.steps % rollout:
+        print(f"error: the rollout of num_steps * num_envs = {rollout} must be a multiple of --minibatch-size "
+              f"({args.minibatch_size}), and --steps a positive multiple of the rollout", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    print(f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads; Breakout PPO, "
+          f"{args.num_envs} envs, {args.steps} steps each")
+    reset_peak_memory(device)
+    ours = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device)
+    print(f"pixelplay ({args.backend} envs, precision {args.precision}): {ours:8.1f} steps/s{peak_memory(device)}",
+          flush=True)
+    reset_peak_memory(device)
+    theirs = bench_sb3(args.steps, args.num_envs, settings, device)
+    print(f"stable-baselines3 (SubprocVecEnv):      {theirs:8.1f} steps/s{peak_memory(device)}")
+    print(f"ratio pixelplay / SB3: {ours / theirs:.2f}x", flush=True)
+    bounds = measure("ppo", pixelplay_config(args.num_envs, args.precision, settings), "breakout", args.num_envs,
+                     device=device, backend=args.backend, net_steps=args.bound_steps, env_steps=args.bound_steps)
+    print(f"bounds: {bounds.summary()}")
+    print(f"pixelplay: {bounds.describe(ours)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,8 +7,12 @@ Each rank count trains PPO from scratch with ``--num-envs`` envs per rank (so n 
 times the envs) through the real CLI, ``torchrun --standalone --nproc_per_node n train.py``, and
 reports the global steps per second once started (the median of train.py's per-update figure,
 the first update excluded) and the scaling efficiency, steps/s(n) / (n * steps/s(1)). ``1*``
-is the plain ``python train.py`` run without torchrun, the baseline. A benchmark, not a test:
-run it on an otherwise idle machine; on a CPU, ranks share the cores with their env workers.
+is the plain ``python train.py`` run without torchrun, the baseline (the peer every row is
+compared with). Each row also gives its rate against the machine's two bounds for one rank's work
+(`bounds.py`, measured in the same run with the env's PPO preset and ``--num-envs`` envs: the
+network alone and the env alone; data-parallel ranks split the same work per env step, so the
+bounds hold for every row, before the all-reduce's cost). A benchmark, not a test: run it on an
+otherwise idle machine; on a CPU, ranks share the cores with their env workers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from bounds import measure, preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,15 +52,24 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=4, help="envs per rank")
     parser.add_argument("--steps", type=int, default=30_720, help="global env steps per run")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bound-steps", type=int, default=2048, help="env steps over which bounds.py times the "
+                        "network alone and the env alone")
     args = parser.parse_args()
+    run_cfg, algo_cfg = preset_config("ppo", args.env, args.num_envs, ["--device", args.device])
+    bounds = measure("ppo", algo_cfg, args.env, args.num_envs, device=args.device, backend=run_cfg.env_backend,
+                     net_steps=args.bound_steps, env_steps=args.bound_steps)
+    print(f"bounds: {bounds.summary()}; no-overlap {bounds.no_overlap:,.0f} steps/s, network-only "
+          f"{bounds.network_only:,.0f} steps/s")
     with tempfile.TemporaryDirectory() as tmp:
         base = run(0, args, Path(tmp))
-        print(f"{'ranks':>6} {'steps/s':>9} {'efficiency':>10}   ({args.env}, PPO, {args.num_envs} envs per rank, "
-              f"{args.device})")
-        print(f"{'1*':>6} {base:9.0f} {'1.00':>10}   (python train.py, no torchrun)")
+        print(f"{'ranks':>6} {'steps/s':>9} {'efficiency':>10} {'no-overlap':>10} {'net-only':>8}   ({args.env}, PPO, "
+              f"{args.num_envs} envs per rank, {args.device}; the bounds' columns are fractions)")
+        print(f"{'1*':>6} {base:9.0f} {'1.00':>10} {base / bounds.no_overlap:10.2f} {base / bounds.network_only:8.2f}"
+              "   (python train.py, no torchrun: the peer)")
         for ranks in args.ranks:
             rate = run(ranks, args, Path(tmp))
-            print(f"{ranks:>6} {rate:9.0f} {rate / (ranks * base):10.2f}")
+            print(f"{ranks:>6} {rate:9.0f} {rate / (ranks * base):10.2f} {rate / bounds.no_overlap:10.2f} "
+                  f"{rate / bounds.network_only:8.2f}   (ratio to 1*: {rate / base:.2f}x)")
 
 
 if __name__ == "__main__":
