@@ -58,7 +58,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Arnold's "enemy on screen" game feature beside the RL loss (Lample & Chaplot 2017): with
         # it, seed 2 averaged 7.0 by 88k steps; without it 4.0 at 88k and 4.9 at 224k (python
         # train.py --env doom-defend-the-center --seed 2 [--game-features enemy]).
-        "doom-defend-the-center": {"run": {"total_steps": 500_000, "game_features": ("enemy",)}},
+        "doom-defend-the-center": {"run": {"total_steps": 300_000, "game_features": ("enemy",)}},
         # Deathmatch against the built-in bots: an LSTM core (Arnold's DRQN keeps memory: a player
         # cannot see behind itself) and Arnold's "enemy on screen" game feature beside the RL loss
         # (Lample & Chaplot 2017, game feature augmentation). Rollouts of 128 steps (~15 s of
