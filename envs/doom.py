@@ -48,6 +48,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from pixelplay.envs.doom_human import console_commands
 from pixelplay.envs.doom_stats import DoomStats, DoomStatsTracker
 from pixelplay.envs.errors import EnvError, MissingDependencyError
 from pixelplay.envs.scenarios import (
@@ -264,7 +265,9 @@ class DoomSettings:
     window_visible: bool = False
     """show the game window (needs a display); always on for a human"""
     human: bool = False
-    """a human plays in the window (ASYNC_SPECTATOR); actions are ignored"""
+    """a human plays in the window (ASYNC_SPECTATOR, in real time) with the keys of
+    `envs.doom_human` (bound when the game starts); actions are ignored. Give it a playable
+    screen_resolution (`envs.doom_human.HUMAN_SCREENS`) and render_hud=True"""
     record_lmp: str | None = None
     """record each episode as an engine demo (.lmp); {episode} and {rank} are filled in"""
 
@@ -711,6 +714,11 @@ class DoomEnv(gym.Env):
             game.init()
         except Exception as err:  # ViZDoom's own exception types; keep its message
             raise EnvError(f"ViZDoom could not start '{spec.config}': {err}") from err
+        if settings.human:
+            # The keys printed before a person's match (doom_human.controls_text), whatever an
+            # earlier session left in _vizdoom.ini.
+            for command in console_commands():
+                game.send_game_command(command)
         self.game = game
 
     def _demo_path(self) -> str:
@@ -767,21 +775,30 @@ class DoomEnv(gym.Env):
             return self._step_game(action)
 
     def _reset_game(self, seed: int | None):
-        if self.game is None:
+        started = self.game is None
+        if started:
             if seed is not None:
                 self._seed = seed
             self._init_game()
         game = self.game
         if seed is None and self._episodes == 0:
             seed = self._seed
-        if seed is not None:
-            # set_seed + new_episode replays an episode exactly (init's own episode is skipped).
-            game.set_seed(int(seed) % 2**31)
-        # Always a fresh episode (also right after init) so a seed given here replays exactly.
-        if self.settings.record_lmp:
-            game.new_episode(self._demo_path())
+        settings = self.settings
+        if started and (settings.human or settings.players > 1 or settings.join) and not settings.record_lmp:
+            # A person's game (ASYNC_SPECTATOR) or a netgame plays init's own episode (init seeds
+            # it): there a new_episode right after init waits on the engine forever at times
+            # (ViZDoom 1.3.2, in DoomController::setMap): a person alone, 2 of 12 starts; a person
+            # joining the agent's game, whose map the host had restarted already, 3 of 5 matches.
+            pass
         else:
-            game.new_episode()
+            if seed is not None:
+                # set_seed + new_episode replays an episode exactly (init's own episode is skipped).
+                game.set_seed(int(seed) % 2**31)
+            # Always a fresh episode (also right after init) so a seed given here replays exactly.
+            if self.settings.record_lmp:
+                game.new_episode(self._demo_path())
+            else:
+                game.new_episode()
         self._episodes += 1
         self.readd_bots()  # bots leave with every new map (Arnold re-adds them the same way)
         if self.scenario.deathmatch:

@@ -35,6 +35,7 @@ from typing import Any
 
 from pixelplay.agents.config import bounded
 from pixelplay.envs import EnvSpec, env_spec, make_env
+from pixelplay.envs.doom_human import HUMAN_SCREENS, check_human_screen, controls_text
 from pixelplay.envs.errors import MissingDependencyError, PixelplayError
 from pixelplay.eval.baselines import (
     DOOM_METRIC_LABELS,
@@ -81,7 +82,9 @@ class TableConfig:
     opponent: str = "random"
     """multiplayer opponent: random, scripted, or a checkpoint / run directory"""
     human: bool = False
-    """a person plays in a ViZDoom window (needs a display) in the human columns: against the bots in single player, against the agent in multiplayer"""
+    """a person plays in a ViZDoom window (needs a display) in the 'you' columns, beside the paper's humans: against the bots in single player, against the agent in multiplayer"""
+    human_screen: str = bounded("640x480", choices=HUMAN_SCREENS)
+    """the person's game window with --human (ViZDoom renders a person's game at this size in its own process; the agent's observations are unchanged)"""
     bots_readd: str = bounded("respawn", choices=("respawn", "match"))
     """when the host re-adds the bots (removebots, then addbot n times): 'respawn' after each respawn of the agent, as glample/Arnold does, or 'match' once per match"""
     settings: tuple[str, ...] = ("single_player", "multiplayer")
@@ -121,6 +124,7 @@ class TableConfig:
             raise PixelplayError(f"unknown setting(s) {sorted(unknown)}; choose from {', '.join(SETTING_LABELS)}")
         if self.fault not in ("", "hang", "die"):
             raise PixelplayError(f"unknown fault '{self.fault}'")
+        check_human_screen(self.human_screen)
 
     @property
     def tics(self) -> int:
@@ -152,22 +156,33 @@ def require_display() -> None:
 # The two settings
 
 
-def _env_options(cfg: TableConfig, **extra) -> dict[str, Any]:
+def _env_options(cfg: TableConfig, policy: PolicySpec | None = None, **extra) -> dict[str, Any]:
+    """A seat's env options: the match's, then ``policy``'s (`human_options` for a person), then ``extra``."""
     options = {
         "map": cfg.map,
         "doom_skill": cfg.skill,
         "episode_timeout": cfg.tics,
         "connect_timeout": cfg.connect_timeout,
     }
+    if policy is not None and policy.kind == "human":
+        options.update(human_options(cfg))
     options.update(extra)
     return options
+
+
+def human_options(cfg: TableConfig) -> dict[str, Any]:
+    """The env options that make a seat a person's: a window of ``cfg.human_screen`` (ViZDoom
+    renders each process's game at its own resolution, so the agent's 160x120 screen and
+    observations stay as they are), the status bar (health, armour, ammo: a person reads them
+    there), and ViZDoom's real-time spectator mode with the keys of `envs.doom_human`."""
+    return {"human": True, "screen_resolution": cfg.human_screen, "render_hud": True}
 
 
 def single_player_players(
     cfg: TableConfig, policy: PolicySpec, name: str, seed: int, fault: str
 ) -> list[PlayerSpec]:
     """One player alone with ``cfg.bots`` built-in bots in its own game."""
-    options = _env_options(cfg, bots=cfg.bots, player_name=name, human=policy.kind == "human")
+    options = _env_options(cfg, policy, bots=cfg.bots, player_name=name)
     readd = cfg.bots_readd == "respawn"
     return [PlayerSpec(name, policy, TABLE_ENV, seed, options, readd_bots=readd, fault=fault)]
 
@@ -179,8 +194,7 @@ def multiplayer_players(
     # The agent hosts (a human or a second program joins): the joining side of a ViZDoom netgame
     # sometimes advances 5-7 tics per 4-tic action, so the agent under test hosts.
     host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0)
-    guest = _env_options(cfg, join=True, port=port, player_name="opponent", colorset=3,
-                         human=opponent.kind == "human")
+    guest = _env_options(cfg, opponent, join=True, port=port, player_name="opponent", colorset=3)
     return [
         PlayerSpec("agent", agent, TABLE_ENV, seed, host, readd_bots=cfg.bots_readd == "respawn", fault=fault),
         PlayerSpec("opponent", opponent, TABLE_ENV, seed + 500, guest),
@@ -223,17 +237,38 @@ def _setting_result(matches: list[MatchRecord], players: dict[str, str]) -> dict
     }
 
 
-def run_table(agent: PolicySpec, cfg: TableConfig, log=print) -> dict[str, Any]:
-    """Play every match of the table and return it as a JSON-ready dict."""
+def human_turn(cfg: TableConfig, what: str, log=print, stdin=None) -> None:
+    """Before a person's matches: say what they play, in which window, with which keys, and wait
+    for Enter, but only at a terminal (``stdin``, default ``sys.stdin``): a test, a CI job or a
+    piped run is never left waiting."""
+    log(f"\nYour turn: {what}.\nThe game opens in a {cfg.human_screen} ViZDoom window and runs in real time; "
+        f"click into it so it gets the keys. Your keys:")
+    log(controls_text())
+    stdin = sys.stdin if stdin is None else stdin
+    try:
+        at_terminal = stdin is not None and stdin.isatty()
+    except ValueError:  # a closed stream
+        at_terminal = False
+    if at_terminal:
+        log("Press Enter when you are ready.")
+        stdin.readline()
+
+
+def run_table(agent: PolicySpec, cfg: TableConfig, log=print, stdin=None) -> dict[str, Any]:
+    """Play every match of the table and return it as a JSON-ready dict.
+
+    With ``cfg.human`` a person's turns are announced (`human_turn`, reading ``stdin``)."""
     cfg.validate()
     if cfg.human:
         require_display()
-    opponent = PolicySpec("human") if cfg.human else _opponent_spec(cfg)
+    opponent = None  # only the multiplayer half has one
+    if "multiplayer" in cfg.settings:
+        opponent = PolicySpec("human") if cfg.human else _opponent_spec(cfg)
     started = time.monotonic()
     result: dict[str, Any] = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "agent": agent.label,
-        "opponent": opponent.label,
+        "opponent": None if opponent is None else opponent.label,
         "config": {k: v for k, v in asdict(cfg).items() if k != "fault"},
         "protocol": protocol(cfg),
         "paper": {"source": DOOM_TABLE_SOURCE, "table": DOOM_PAPER,
@@ -247,13 +282,17 @@ def run_table(agent: PolicySpec, cfg: TableConfig, log=print) -> dict[str, Any]:
                                    lambda seed, fault: single_player_players(cfg, agent, "agent", seed, fault))
             entry = _setting_result(matches, {"agent": agent.label})
             if cfg.human:
-                log(f"Single player: {cfg.human_matches} match(es) for the person at the window, against {cfg.bots} bots")
+                human_turn(cfg, f"single player, {cfg.human_matches} match(es) of {cfg.minutes:g} min against "
+                                f"{cfg.bots} bots", log, stdin)
                 people = _play_series(cfg, cfg.human_matches, base_seed + 100, True, log,
                                       lambda seed, fault: single_player_players(
                                           cfg, PolicySpec("human"), "human", seed, ""))
                 entry["human"] = _setting_result(people, {"human": "a person (--human)"})
         else:
             count = cfg.human_matches if cfg.human else cfg.matches
+            if cfg.human:
+                human_turn(cfg, f"multiplayer, {count} match(es) of {cfg.minutes:g} min against the agent"
+                                + (f" and {cfg.mp_bots} bots" if cfg.mp_bots else ""), log, stdin)
             log(f"Multiplayer: {count} match(es) of {cfg.minutes:g} min, the agent against {opponent.label}"
                 + (f" and {cfg.mp_bots} bots" if cfg.mp_bots else ""))
             # A fresh port for every attempt: a killed match may leave its port taken for a while.
@@ -332,6 +371,11 @@ def protocol(cfg: TableConfig) -> dict[str, Any]:
         "time_limit": "ViZDoom episode timeout (set_episode_timeout), not +timelimit",
         "matches": cfg.matches,
         "frame_skip": host.frame_skip,
+        **({"person": f"a person (--human) plays in a process of their own, in a {cfg.human_screen} window with the "
+                      f"status bar, in ViZDoom's ASYNC_SPECTATOR mode (real time, 35 tics/s), always running and "
+                      f"never looking up or down, as the agent; keys as printed before the match (envs/doom_human.py); "
+                      f"the agent's screen ({host.settings.screen_resolution}) and observations are unchanged"}
+           if cfg.human else {}),
         "counting": "DoomStatsTracker over game variables: kills = FRAGCOUNT rises, suicides = FRAGCOUNT drops, "
                     "deaths = DEATHCOUNT rises, objects = health/armor/weapon/ammo rises (AMMO4/AMMO7 duplicates "
                     "of AMMO2/AMMO6 left out); K/D = kills / max(1, deaths) of the per-match means",
@@ -340,7 +384,8 @@ def protocol(cfg: TableConfig) -> dict[str, Any]:
             "ViZDoom's CIG 2016 map and glample/Arnold's evaluation defaults (8 bots, 15 minutes, skill 3)",
             "glample/Arnold's evaluation code plays maps of its own full_deathmatch.wad (README: test maps 6-8); "
             "here one map and several matches",
-            "the multiplayer opponent is " + ("a person (--human)" if cfg.human else f"'{cfg.opponent}', not a person"),
+            *(["the multiplayer opponent is " + ("a person (--human)" if cfg.human else f"'{cfg.opponent}', not a person")]
+              if "multiplayer" in cfg.settings else []),
         ],
     }
 
@@ -365,14 +410,14 @@ def table_columns(result: dict[str, Any]) -> list[tuple[str, str, dict | None, s
         entry = result[setting]
         short = "SP" if setting == "single_player" else "MP"
         paper = DOOM_PAPER[setting]
-        opponent_is_human = result["opponent"] == "human"
+        opponent_is_human = setting == "multiplayer" and result["opponent"] == "human"
+        flagged = {"kd_ratio"} if (setting, "human") in flags else set()
+        columns.append((setting, f"{short}: human (paper)", paper["human"], flagged))
+        # The person at the keyboard (--human), beside the paper's humans rather than instead of them.
         if setting == "single_player" and "human" in entry:
-            columns.append((setting, f"{short}: human (here)", entry["human"]["players"]["human"]["summary"], set()))
-        elif setting == "multiplayer" and opponent_is_human:
-            columns.append((setting, f"{short}: human (here)", entry["players"]["opponent"]["summary"], set()))
-        else:
-            flagged = {"kd_ratio"} if (setting, "human") in flags else set()
-            columns.append((setting, f"{short}: human (paper)", paper["human"], flagged))
+            columns.append((setting, f"{short}: you", entry["human"]["players"]["human"]["summary"], set()))
+        elif opponent_is_human:
+            columns.append((setting, f"{short}: you", entry["players"]["opponent"]["summary"], set()))
         flagged = {"kd_ratio"} if (setting, "agent") in flags else set()
         columns.append((setting, f"{short}: Arnold (paper)", paper["agent"], flagged))
         columns.append((setting, f"{short}: this agent", entry["players"]["agent"]["summary"], set()))
@@ -385,7 +430,12 @@ def table_columns(result: dict[str, Any]) -> list[tuple[str, str, dict | None, s
 def render_markdown(result: dict[str, Any]) -> str:
     columns = table_columns(result)
     lines = ["# DOOM: human vs agent", ""]
-    lines.append(f"Agent: {result['agent']}. Multiplayer opponent: {result['opponent']}.")
+    header = f"Agent: {result['agent']}."
+    if "multiplayer" in result:  # the opponent of a match that was played, not of the flags
+        header += f" Multiplayer opponent: {result['opponent']}."
+    if any(c[1].endswith(": you") for c in columns):
+        header += " You: the person at the keyboard (--human), beside the paper's human players."
+    lines.append(header)
     lines.append("")
     header = "| Evaluation metric | " + " | ".join(c[1] for c in columns) + " |"
     lines += [header, "|---|" + "---:|" * len(columns)]

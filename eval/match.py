@@ -71,6 +71,14 @@ class PlayerSpec:
     """send the ViZDoom engine's console output (connection chatter) to /dev/null"""
 
 
+def player_env(spec: PlayerSpec):
+    """The env a player plays its match in (the game starts on its first reset): what a player
+    process builds, a person's window (``human``) included, so that it can be opened alone."""
+    from pixelplay.envs import make_env
+
+    return make_env(spec.env_id, spec.seed, training=False, **spec.env_options)
+
+
 def _player_main(spec: PlayerSpec, conn) -> None:
     """Entry point of a player process: play one match, send ("done", record) or ("error", why).
 
@@ -91,11 +99,11 @@ def _player_main(spec: PlayerSpec, conn) -> None:
         import torch
 
         torch.set_num_threads(1)
-        from pixelplay.envs import EPISODE_INFO_KEY, make_env
+        from pixelplay.envs import EPISODE_INFO_KEY
         from pixelplay.eval.policies import build_policy
 
         conn.send(("progress", "starting"))
-        env = make_env(spec.env_id, spec.seed, training=False, **spec.env_options)
+        env = player_env(spec)
         policy = None
         if spec.policy.kind != "human":
             policy = build_policy(
