@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from pixelplay.agents.agent import checked_labels
 from pixelplay.agents.config import ConfigError, bounded
+from pixelplay.agents.cuda_graphs import GraphCache
 from pixelplay.agents.networks import (
     PRECISIONS,
     MemoryConfig,
@@ -109,6 +110,8 @@ class DQNConfig(MemoryConfig):
     """fp32, bf16, or auto (bf16 on CUDA and AMX CPUs); bf16 gains little at batch 32 on a CPU (bench/dqn_vs_sb3.py)"""
     save_replay: bool = False
     """put the replay buffer in checkpoints so that --resume continues with it (large files)"""
+    cuda_graphs: bool = False
+    """on CUDA, act from a captured CUDA graph: one launch per step instead of one per op (agents/cuda_graphs.py); off by default as it is unmeasured on a GPU yet; ignored on other devices"""
 
     @property
     def window(self) -> int:
@@ -173,6 +176,8 @@ class DQNAgent:
         if cfg.channels_last:
             self.q_net.to(memory_format=torch.channels_last)
         self.autocast = cfg.autocast(self.device)
+        self._graphs = GraphCache(self.device, cfg.cuda_graphs)
+        """acting's CUDA graphs (cfg.cuda_graphs, on CUDA only), captured on first use"""
         self.target_net = copy.deepcopy(self.q_net)
         self.target_net.requires_grad_(False)
         # Fused Adam: one kernel per tensor instead of about ten. The same update (up to rounding),
@@ -232,7 +237,8 @@ class DQNAgent:
         if self.cfg.channels_last:
             obs = obs.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            return net(obs).float()
+            q = net(obs)
+        return q if q.dtype == torch.float32 else q.float()
 
     def epsilon(self, step: int) -> float:
         cfg = self.cfg
@@ -240,16 +246,30 @@ class DQNAgent:
         frac = min(1.0, step / duration)
         return cfg.start_epsilon + frac * (cfg.final_epsilon - cfg.start_epsilon)
 
-    def _epsilon_greedy(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
+    def _epsilon_greedy(self, obs: torch.Tensor, epsilon: float | torch.Tensor) -> torch.Tensor:
+        """Each env's greedy action, replaced by a uniform one with probability ``epsilon`` (a
+        number, or a 0-d tensor inside a CUDA graph).
+
+        The forward pass is skipped only for a number >= 1, a test on the host. Skipping it also
+        where every env happened to explore would cost a host sync (``bool(explore.all())``) on
+        every step, for a forward pass saved only early in the decay."""
         shape = (obs.shape[0],)
         random_actions = torch.randint(0, self.num_actions, shape, device=self.device)
         explore = torch.rand(shape, device=self.device) < epsilon
-        if epsilon >= 1.0 or (epsilon > 0.0 and bool(explore.all())):
-            # Every env explores: skip the forward pass (early in training, most steps). The
-            # host sync this costs on CUDA is one the env step makes anyway (actions go to the host).
+        if not isinstance(epsilon, torch.Tensor) and epsilon >= 1.0:
             return random_actions
         greedy = self._q(self.q_net, obs).argmax(dim=1)
         return torch.where(explore, random_actions, greedy)
+
+    def _greedy_step(self, obs: torch.Tensor, epsilon: torch.Tensor) -> tuple[torch.Tensor]:
+        """`_epsilon_greedy` as a function of tensors to tensors, for a CUDA graph."""
+        return (self._epsilon_greedy(obs, epsilon),)
+
+    def _recurrent_step(self, obs: torch.Tensor, state: torch.Tensor,
+                        epsilon: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent acting: ``(actions, the state after obs)``."""
+        q, state = self._q_memory(self.q_net, obs, state)
+        return self._explore(q.argmax(dim=1), epsilon), state
 
     def resumed(self, global_step: int) -> str | None:
         """Called when a run resumes at ``global_step``. A checkpoint without the replay (the
@@ -274,7 +294,7 @@ class DQNAgent:
         with self.autocast():
             return net(obs, state, first, with_game_features)
 
-    def _explore(self, greedy: torch.Tensor, epsilon: float) -> torch.Tensor:
+    def _explore(self, greedy: torch.Tensor, epsilon: float | torch.Tensor) -> torch.Tensor:
         """Replace each greedy action by a uniform one with probability ``epsilon``."""
         shape = greedy.shape
         random_actions = torch.randint(0, self.num_actions, shape, device=self.device)
@@ -286,12 +306,18 @@ class DQNAgent:
         if self.recurrent:
             # The state follows every observation, random steps included, so that it is the
             # episode's own when the greedy actions begin.
-            q, self._state = self._q_memory(self.q_net, obs, self._state)
             epsilon = 1.0 if step < self.cfg.learning_starts else self.epsilon(step)
-            return self._explore(q.argmax(dim=1), epsilon)
+            if self._graphs.enabled:
+                action, self._state = self._graphs("act", self._recurrent_step, obs, self._state, epsilon)
+            else:
+                action, self._state = self._recurrent_step(obs, self._state, epsilon)
+            return action
         if step < self.cfg.learning_starts:
             return torch.randint(0, self.num_actions, (obs.shape[0],), device=self.device)
-        return self._epsilon_greedy(obs, self.epsilon(step))
+        epsilon = self.epsilon(step)
+        if self._graphs.enabled and epsilon < 1.0:
+            return self._graphs("act", self._greedy_step, obs, epsilon)[0]
+        return self._epsilon_greedy(obs, epsilon)
 
     @torch.no_grad()
     def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None, epsilon: float | None = None) -> torch.Tensor:

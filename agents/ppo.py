@@ -33,6 +33,7 @@ from torch.distributions import Categorical
 
 from pixelplay.agents.agent import checked_labels
 from pixelplay.agents.config import ConfigError, bounded
+from pixelplay.agents.cuda_graphs import GraphCache
 from pixelplay.agents.networks import (
     ActorCritic,
     MemoryConfig,
@@ -77,6 +78,8 @@ class PPOConfig(MemoryConfig):
     """global gradient-norm clip"""
     adam_eps: float = bounded(1e-5, low=0.0)
     """Adam epsilon (1e-5 as in OpenAI baselines, not PyTorch's 1e-8)"""
+    cuda_graphs: bool = False
+    """on CUDA, act from a captured CUDA graph: one launch per step instead of one per op (agents/cuda_graphs.py); off by default as it is unmeasured on a GPU yet; ignored on other devices"""
 
     def check_rollout(self, num_envs: int) -> None:
         """Refuse more minibatches than the rollout has transitions; with a recurrent core a
@@ -121,6 +124,8 @@ class A2CConfig(MemoryConfig):
     """RMSprop smoothing constant"""
     rms_eps: float = bounded(1e-5, low=0.0)
     """RMSprop epsilon"""
+    cuda_graphs: bool = False
+    """on CUDA, act from a captured CUDA graph: one launch per step instead of one per op (agents/cuda_graphs.py); off by default as it is unmeasured on a GPU yet; ignored on other devices"""
 
     def check_rollout(self, num_envs: int) -> None:
         """Any rollout size works: A2C updates on the whole rollout at once."""
@@ -187,6 +192,18 @@ def actor_critic_loss(
     return LossTerms(total, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction)
 
 
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32; without autocast it already is, and nothing is dispatched."""
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def _categorical(logits: torch.Tensor) -> Categorical:
+    """The policy's distribution, without argument validation: validating the logits and each
+    sampled action costs host syncs (``bool`` of a device tensor) on every step and minibatch,
+    and they come from our own network and sampler."""
+    return Categorical(logits=logits, validate_args=False)
+
+
 class PPOAgent:
     """Acts with a sampled policy, stores rollouts on the device, updates every ``num_steps``."""
 
@@ -225,6 +242,8 @@ class PPOAgent:
         if cfg.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.autocast = cfg.autocast(self.device)
+        self._graphs = GraphCache(self.device, cfg.cuda_graphs)
+        """acting's CUDA graphs (cfg.cuda_graphs, on CUDA only), captured on first use"""
         self.optimizer = self._make_optimizer()
         self.plan = self._update_plan()
         state_shape = (self.net.state_layers, cfg.memory_size) if self.recurrent else None
@@ -257,7 +276,7 @@ class PPOAgent:
         with self.autocast():
             logits, value = self.net(obs)
         # Distributions and losses in fp32: bf16 log-probabilities are too coarse for the ratio.
-        return logits.float(), value.float()
+        return _fp32(logits), _fp32(value)
 
     def _forward_memory(
         self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None = None
@@ -267,7 +286,7 @@ class PPOAgent:
             obs = obs.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             logits, value, state = self.net(obs, state, first)
-        return logits.float(), value.float(), state
+        return _fp32(logits), _fp32(value), state
 
     def _forward_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(logits, value, game-feature logits or None)`` of an update's minibatch (fp32)."""
@@ -282,7 +301,7 @@ class PPOAgent:
             else:
                 out = self.net(obs, with_game_features=True) if aux else (*self.net(obs), None)
         logits, value, feature_logits = out
-        return logits.float(), value.float(), None if feature_logits is None else feature_logits.float()
+        return _fp32(logits), _fp32(value), None if feature_logits is None else _fp32(feature_logits)
 
     def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """The envs were reset: ``obs`` starts an episode in every env; ``labels`` are its game-feature
@@ -294,16 +313,26 @@ class PPOAgent:
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
-        if self.recurrent:
-            state = self._state
-            logits, value, next_state = self._forward_memory(obs, state)
+        inputs = (obs, self._state) if self.recurrent else (obs,)
+        if self._graphs.enabled:
+            action, logprob, value, *next_state = self._graphs("act", self._policy_step, *inputs)
         else:
-            state = next_state = None
-            logits, value = self._forward(obs)
-        dist = Categorical(logits=logits)
-        action = dist.sample()
-        self._pending = (dist.log_prob(action), value, state, next_state)
+            action, logprob, value, *next_state = self._policy_step(*inputs)
+        self._pending = (logprob, value, self._state, next_state[0] if next_state else None)
         return action
+
+    def _policy_step(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``(action, its log-probability, value)`` and, recurrent, the state after ``obs``: a
+        function of tensors to tensors, so that a CUDA graph can hold it."""
+        if state is None:
+            logits, value = self._forward(obs)
+            next_state = ()
+        else:
+            logits, value, state = self._forward_memory(obs, state)
+            next_state = (state,)
+        dist = _categorical(logits)
+        action = dist.sample()
+        return (action, dist.log_prob(action), value, *next_state)
 
     @torch.no_grad()
     def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
@@ -314,14 +343,14 @@ class PPOAgent:
         and all of it when the batch size changes (a new evaluation)."""
         if not self.recurrent:
             logits, _ = self._forward(obs)
-            return Categorical(logits=logits).sample()
+            return _categorical(logits).sample()
         rows = obs.shape[0]
         if self._eval_state is None or self._eval_state.shape[1] != rows:
             self._eval_state = self.net.initial_state(rows, self.device)
         if first is not None:
             first = torch.as_tensor(first, dtype=torch.bool, device=self.device).reshape(1, rows)
         logits, _, self._eval_state = self._forward_memory(obs, self._eval_state, first)
-        return Categorical(logits=logits).sample()
+        return _categorical(logits).sample()
 
     @torch.no_grad()
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
@@ -388,7 +417,7 @@ class PPOAgent:
                 batches = storage.minibatches(advantages, returns, self.minibatch_size)
             for batch in batches:
                 logits, new_value, feature_logits = self._forward_batch(batch)
-                dist = Categorical(logits=logits)
+                dist = _categorical(logits)
                 terms = actor_critic_loss(
                     dist.log_prob(batch.action),
                     dist.entropy(),

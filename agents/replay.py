@@ -180,10 +180,14 @@ def _check_settings(
         raise PixelplayError("burn_in warms up the state of sequences: it needs sequence_length >= 1")
 
 
-def _as_device(x: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    # Asynchronous only towards an accelerator: a non-blocking copy *to* the host can be read
-    # before it lands.
-    return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
+def _as_device(x: Any, device: torch.device, dtype: torch.dtype, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``x`` as a ``dtype`` tensor on ``device`` (reshaped to ``shape`` if given). What is already
+    so, the usual case on the step path, is returned as it is: not even a no-op is dispatched."""
+    if not (isinstance(x, torch.Tensor) and x.dtype == dtype and x.device == device):
+        # Asynchronous only towards an accelerator: a non-blocking copy *to* the host can be read
+        # before it lands.
+        x = torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
+    return x if shape is None or x.shape == shape else x.reshape(shape)
 
 
 class ReplayBuffer:
@@ -265,7 +269,6 @@ class ReplayBuffer:
             for name, (shape, dtype) in plan.items()
         }
         t = self._t
-        k, n = self.frame_stack, self.n_step
         F, c = self.slots_per_env, self.channels_per_frame
         self._frames = t["frames"]  # (N, F + 1, c, H, W); slot F is a per-env scratch slot
         self._frames_flat = self._frames.view(self.num_envs * (F + 1), c, *obs_shape[1:])
@@ -285,15 +288,65 @@ class ReplayBuffer:
         self._count = t["count"]  # () sampleable transitions
         self._max_priority = t["max_priority"]  # () largest |td| + eps seen (Schaul et al. 2016)
         self._max_priority.fill_(1.0)
-        self._env_ids = torch.arange(self.num_envs, device=self.device)
-        self._gamma_pow = torch.tensor(
-            [self.gamma**i for i in range(n + 1)], dtype=torch.float32, device=self.device
-        )
-        self._stack_offsets = torch.arange(-k + 1, 1, device=self.device)
+        self._make_index_constants()
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed)
         self._steps = 0  # add() calls so far (host int: no sync to read it)
         self._streaming = False  # False until the first add, and again after load_state_dict
+
+    def _make_index_constants(self) -> None:
+        """The constant index tensors of the hot paths, made once.
+
+        ``add`` and ``sample`` then cost a fixed, small number of tensor ops whatever the number
+        of envs or the batch size: no ``arange`` per call and no loop over envs or samples. On an
+        accelerator every op is a kernel launch; bench/op_counts.py counts them.
+        """
+        dev, N, F = self.device, self.num_envs, self.slots_per_env
+        k, n = self.frame_stack, self.n_step
+        env = torch.arange(N, device=dev).unsqueeze(1)
+        self._leaf_base = env * F
+        """(N, 1): the leaf of slot s of an env is ``env * F + s``"""
+        self._frame_base = env * (F + 1)
+        """(N, 1): its row of frames is ``env * (F + 1) + s``; row ``env * (F + 1) + F`` is the env's scratch"""
+        self._scratch = self._frame_base + F
+        self._gamma_pow = torch.tensor([self.gamma**i for i in range(n + 1)], dtype=torch.float32, device=dev)
+        self._gamma_n = self._gamma_pow[:n]
+        self._stack_offsets = torch.arange(-k + 1, 1, device=dev)
+        """a stack's slots relative to its newest frame's"""
+        self._stack_cols = torch.arange(k, device=dev)
+        # add: the slots one step touches, relative to the write head. Columns 0 .. n-1 are
+        # head-n .. head-1, the transitions whose n-step window may close now (this step's is in
+        # head-1); columns n .. n+2k-1 are head .. head+2k-1: the new frames (head, and head+1 ..
+        # head+k where an episode ended) and the slots whose stacks those writes break.
+        offsets = torch.arange(-n, 2 * k, device=dev)
+        self._add_offsets = offsets
+        self._add_completes = offsets < 0
+        """the columns whose transitions may complete (the others may be cleared)"""
+        self._add_age = torch.where(offsets < 0, -1 - offsets, -1)
+        """how many steps before this step's transition a candidate was stored; -1 where clearing"""
+        self._add_always = (offsets == -n) | ((offsets >= 0) & (offsets < k))
+        """the candidates of every step, done or not: the transition n-1 back completes, and the
+        stacks that slot head's frame breaks are cleared"""
+        # sample: a transition's obs stack (slot-k+1 .. slot) and n-step window (slot .. slot+n-1),
+        # and slot+n: the next obs, steps 1 .. n after slot, is a stack within these columns.
+        self._sample_offsets = torch.arange(-k + 1, n + 1, device=dev)
+        # Sum-tree writes with one role for every column (see _update_leaves).
+        self._completing = torch.ones(1, dtype=torch.bool, device=dev)
+        self._clearing = torch.zeros(1, dtype=torch.bool, device=dev)
+        self._one = torch.ones((), dtype=self._tree_dtype, device=dev)
+        if self.window:
+            # add, sequences: columns n-1 .. n+k of the add offsets are head-1 .. head+k.
+            written = offsets[n - 1 : n + k + 1]
+            self._seq_transition = written == -1
+            """head-1: holds this step's transition"""
+            self._seq_written_always = written == 0
+            self._seq_written_if_done = written > 0
+            self._seq_episode_start = written == k
+            """head+k: the newest frame of the new episode's first stack (where done)"""
+            self._seq_steps = torch.arange(k + 1, device=dev)
+            """an add writes at most k + 1 slots per env"""
+            self._window_offsets = torch.arange(self.window, device=dev).unsqueeze(1)
+            self._learn_offsets = torch.arange(self.burn_in, self.burn_in + self.sequence_length, device=dev)
 
     # ------------------------------------------------------------------ checks
     # The refusals of bad input, in the order the buffer meets them: the constructor's settings
@@ -448,9 +501,9 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by all of the buffer's tensors."""
-        extra = [self._gamma_pow, self._stack_offsets, self._env_ids]
-        return sum(x.numel() * x.element_size() for x in [*self._t.values(), *extra])
+        """Bytes of the buffer's storage (what ``_plan`` lists and the memory check sums); the
+        constant index tensors, well under a kilobyte, are left out."""
+        return sum(x.numel() * x.element_size() for x in self._t.values())
 
     def __len__(self) -> int:
         """Transitions that can be sampled now (n-step window complete, frames intact).
@@ -474,59 +527,37 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ priorities
 
-    def _update_leaves(
-        self,
-        clear: torch.Tensor,
-        clear_mask: torch.Tensor,
-        complete: torch.Tensor,
-        complete_mask: torch.Tensor,
-    ) -> None:
-        """Zero the leaves ``clear[clear_mask]`` and give ``complete[complete_mask]`` the initial priority.
+    def _update_leaves(self, leaf: torch.Tensor, mask: torch.Tensor, complete: torch.Tensor) -> None:
+        """One sum-tree write for the candidate leaves ``leaf[mask]`` (both (N, m)): in the columns
+        where ``complete`` ((m,) or (1,) bool) is true an *empty* leaf gets the initial priority,
+        in the others a leaf is cleared to 0.
 
-        Fixed shapes, no sync: masked-out entries are rewritten with their old value. Only empty
+        Fixed shapes, no sync: the other leaves are rewritten with their old value. Only empty
         leaves are completed, so a transition already sampled keeps its updated priority.
         """
-        leaf = torch.cat([clear.reshape(-1), complete.reshape(-1)])
         old = self._tree.get(leaf)
-        n_clear = clear.numel()
-        old_clear, old_complete = old[:n_clear], old[n_clear:]
-        clear_mask = clear_mask.reshape(-1)
-        complete_mask = complete_mask.reshape(-1) & (old_complete == 0)
+        # Completing changes an empty leaf, clearing a positive one.
+        change = mask & ((old == 0) == complete)
         if self.prioritized:
             # New transitions get the largest priority seen, so each is replayed at least once soon.
             initial = self._max_priority**self.alpha
         else:
-            initial = torch.ones((), dtype=self._tree_dtype, device=self.device)
-        new = torch.cat(
-            [
-                torch.where(clear_mask, torch.zeros_like(old_clear), old_clear),
-                torch.where(complete_mask, initial, old_complete),
-            ]
-        )
-        self._count += complete_mask.sum() - (clear_mask & (old_clear > 0)).sum()
-        self._tree.set(leaf, new)
+            initial = self._one
+        new = torch.where(change, complete * initial, old)
+        completed = change & complete
+        self._count += completed.sum() * 2 - change.sum()  # + the completed, - the cleared
+        self._tree.set(leaf.reshape(-1), new.view(-1))
 
     # ------------------------------------------------------------------ adding
 
     def _leaf(self, slots: torch.Tensor) -> torch.Tensor:
         """Leaf index of per-env slots (N, ...) taken modulo the ring."""
-        env = self._env_ids.view(-1, *([1] * (slots.dim() - 1)))
-        return env * self.slots_per_env + slots % self.slots_per_env
+        base = self._leaf_base.view(-1, *([1] * (slots.dim() - 1)))
+        return base + slots % self.slots_per_env
 
     def _frame_index(self, slots: torch.Tensor) -> torch.Tensor:
-        env = self._env_ids.view(-1, *([1] * (slots.dim() - 1)))
-        return env * (self.slots_per_env + 1) + slots % self.slots_per_env
-
-    def _complete_leaves(self, last: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Transitions whose n-step window closes now that the transition in slot ``last`` is stored.
-
-        Candidates are ``last - j`` for j < n: the one n-1 back always (if it is in this episode),
-        the others only when the episode ends here.
-        """
-        j = torch.arange(self.n_step, device=self.device)
-        slots = last.unsqueeze(1) - j
-        mask = (j < self._ep_len.unsqueeze(1)) & ((j == self.n_step - 1) | done.unsqueeze(1))
-        return self._leaf(slots), mask
+        base = self._frame_base.view(-1, *([1] * (slots.dim() - 1)))
+        return base + slots % self.slots_per_env
 
     def _start_streams(self, obs: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Begin new episodes in every env from ``obs`` (first add, or first add after loading).
@@ -535,15 +566,16 @@ class ReplayBuffer:
         next obs is stored, so bootstrapping from it is the right target, and the stream that
         continues now (a freshly reset env after ``--resume``) does not belong to them.
         """
-        k = self.frame_stack
+        k, n = self.frame_stack, self.n_step
         if self._steps > 0:
             live = self._ep_len > 0
             last = self._leaf(self._head - 2)
             self._truncated.index_put_((last,), self._truncated.index_select(0, last) | live)
             if not self.window:  # sequences: the windows that hold it were complete already
-                complete, complete_mask = self._complete_leaves(self._head - 2, live)
-                empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-                self._update_leaves(empty, empty.bool(), complete, complete_mask)
+                # The cut closes the n-step windows of the episode's last n transitions.
+                j = torch.arange(n, device=self.device)
+                mask = (j < self._ep_len.unsqueeze(1)) & live.unsqueeze(1)
+                self._update_leaves(self._leaf(self._head.unsqueeze(1) - 2 - j), mask, self._completing)
         c, hw = self.channels_per_frame, self.obs_shape[1:]
         j = torch.arange(k, device=self.device)
         dest = self._frame_index(self._head.unsqueeze(1) + j)
@@ -551,33 +583,36 @@ class ReplayBuffer:
         if self._labels is not None:  # obs's labels go with its newest frame
             self._labels.index_put_((self._leaf(self._head + k - 1),), labels)
         if self.window:
-            j = torch.arange(k, device=self.device).expand(self.num_envs, k)
-            self._mark_slots(self._head.unsqueeze(1) + j, torch.ones_like(j, dtype=torch.bool), j == k - 1)
+            j = j.expand(self.num_envs, k)
+            leaf = self._leaf(self._head.unsqueeze(1) + j)
+            self._has_transition.index_put_((leaf,), torch.zeros_like(leaf, dtype=torch.bool))
+            self._starts_episode.index_put_((leaf,), j == k - 1)
             self._head.add_(k).remainder_(self.slots_per_env)
             self._advance_sequences(torch.full_like(self._head, k))
         else:
             # Writing slots head..head+k-1 breaks the stacks of the transitions in head..head+2k-2.
             clear = self._leaf(self._head.unsqueeze(1) + torch.arange(2 * k - 1, device=self.device))
-            empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-            self._update_leaves(clear, torch.ones_like(clear, dtype=torch.bool), empty, empty.bool())
+            self._update_leaves(clear, torch.ones_like(clear, dtype=torch.bool), self._clearing)
             self._head.add_(k).remainder_(self.slots_per_env)
         self._ep_len.zero_()
         self._streaming = True
 
-    def _mark_slots(self, slots: torch.Tensor, mask: torch.Tensor, starts: torch.Tensor) -> None:
-        """Sequences: new frames were written to ``slots[mask]`` (N, m): no transition there (yet),
-        and their observations start an episode where ``starts``. Fixed shape: masked-out slots
-        keep their flags."""
-        leaf, mask = self._leaf(slots).reshape(-1), mask.reshape(-1)
-        has = torch.where(mask, False, self._has_transition.index_select(0, leaf))
-        first = torch.where(mask, starts.reshape(-1), self._starts_episode.index_select(0, leaf))
+    def _mark_written(self, leaf: torch.Tensor, done: torch.Tensor) -> None:
+        """Sequences: the flags of slots head-1 .. head+k (``leaf`` (N, k + 2)) after an add.
+
+        Slot head-1 now holds a transition; the frames just written (slot head, and head+1 ..
+        head+k where ``done`` (N, 1)) hold none yet, and of those the newest of a new episode's
+        stack starts the episode. The slots not written keep their flags (fixed shapes)."""
+        written = self._seq_written_always | (self._seq_written_if_done & done)
+        has = torch.where(written | self._seq_transition, self._seq_transition, self._has_transition[leaf])
+        first = torch.where(written, self._seq_episode_start & done, self._starts_episode[leaf])
         self._has_transition.index_put_((leaf,), has)
         self._starts_episode.index_put_((leaf,), first)
 
     def _sequence_bounds(self, written: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(first, last) sampleable sequence start per env after ``written`` slots: the window
         ``s .. s + window - 1`` and the stack of its first obs (from ``s - k + 1``) in the ring."""
-        low = (written - self.slots_per_env).clamp(min=0) + self.frame_stack - 1
+        low = (written - self.slots_per_env).clamp_(min=0) + (self.frame_stack - 1)
         return low, written - self.window
 
     def _advance_sequences(self, advance: torch.Tensor) -> None:
@@ -585,17 +620,15 @@ class ReplayBuffer:
         sampleable starts moves forward by as much: clear the starts that left it (their oldest
         frames are overwritten), then give the ones that entered it (their last slot is written)
         the initial priority. Two tree writes, so a leaf that leaves and enters in one step (a
-        tiny window) ends up set."""
+        tiny window: start s leaves as s + F enters) ends up set."""
         low, high = self._sequence_bounds(self._written)
         self._written.add_(advance)
-        new_low, new_high = self._sequence_bounds(self._written)
-        j = torch.arange(self.frame_stack + 1, device=self.device)  # an add writes at most k + 1 slots
-        leaving = low.unsqueeze(1) + j
-        entering = high.unsqueeze(1) + 1 + j
-        entered = (entering <= new_high.unsqueeze(1)) & (entering >= new_low.unsqueeze(1))
-        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
-        self._update_leaves(self._leaf(leaving), leaving < new_low.unsqueeze(1), empty, empty.bool())
-        self._update_leaves(empty, empty.bool(), self._leaf(entering), entered)
+        new_low, new_high = (bound.unsqueeze(1) for bound in self._sequence_bounds(self._written))
+        leaving = low.unsqueeze(1) + self._seq_steps
+        entering = high.unsqueeze(1) + 1 + self._seq_steps
+        entered = (entering <= new_high) & (entering >= new_low)
+        self._update_leaves(self._leaf(leaving), leaving < new_low, self._clearing)
+        self._update_leaves(self._leaf(entering), entered, self._completing)
 
     def add(
         self,
@@ -620,66 +653,61 @@ class ReplayBuffer:
         like ``obs``, only to start the stream) and of ``next_obs`` (``next_labels``:
         `StepResult.labels`); ``final_obs`` needs none, it is never sampled as an observation.
         """
-        N, k, F = self.num_envs, self.frame_stack, self.slots_per_env
+        N, k, n, F = self.num_envs, self.frame_stack, self.n_step, self.slots_per_env
         c, hw = self.channels_per_frame, self.obs_shape[1:]
         self._check_observations(obs=obs, next_obs=next_obs, final_obs=final_obs)
         if self.num_labels:
             self._check_labels(**({} if self._streaming else {"labels": labels}), next_labels=next_labels)
         dev = self.device
         obs, next_obs, final_obs = (_as_device(x, dev, torch.uint8) for x in (obs, next_obs, final_obs))
-        action = _as_device(action, dev, torch.int32).reshape(N)
-        reward = _as_device(reward, dev, torch.float32).reshape(N)
-        truncated = _as_device(truncated, dev, torch.bool).reshape(N)
-        # A step flagged both is a time limit (as envs.vec decides): bootstrap.
-        terminated = _as_device(terminated, dev, torch.bool).reshape(N) & ~truncated
+        action = _as_device(action, dev, torch.int32, (N,))
+        reward = _as_device(reward, dev, torch.float32, (N,))
+        terminated = _as_device(terminated, dev, torch.bool, (N,))
+        truncated = _as_device(truncated, dev, torch.bool, (N,))
         done = terminated | truncated
+        # A step flagged both is a time limit (as envs.vec decides): bootstrap.
+        terminated = terminated & ~truncated
         if self.check_stacks:
             self._check_stacks(obs, next_obs, final_obs, done)
         if not self._streaming:
             first_labels = _as_device(labels, dev, torch.float32) > 0.5 if self.num_labels else None
             self._start_streams(obs, first_labels)
 
-        head = self._head
-        last = head - 1  # slot of obs's newest frame: this step's transition lives there
-        leaf = self._leaf(last)
-        self._action.index_put_((leaf,), action)
-        self._reward.index_put_((leaf,), reward)
-        self._terminated.index_put_((leaf,), terminated)
-        self._truncated.index_put_((leaf,), truncated)
-        self._step_id.index_fill_(0, leaf, self._steps)
+        # Every slot this step touches, in one (N, n + 2k) tensor of leaves (see _make_index_constants).
+        slots = (self._head.unsqueeze(1) + self._add_offsets) % F
+        leaf = self._leaf_base + slots
+        transition = leaf[:, n - 1]  # slot head-1, where obs's newest frame is: this step's transition
+        self._action.index_put_((transition,), action)
+        self._reward.index_put_((transition,), reward)
+        self._terminated.index_put_((transition,), terminated)
+        self._truncated.index_put_((transition,), truncated)
+        self._step_id.index_fill_(0, transition, self._steps)
 
         # Frames: the newest frame of the obs that ends this transition (final_obs where done)...
+        rows = self._frame_base + slots[:, n : n + k + 1]  # slots head .. head+k
+        done_col = done.unsqueeze(1)
         newest = torch.where(done.view(N, 1, 1, 1), final_obs[:, -c:], next_obs[:, -c:])
-        self._frames_flat.index_put_((self._frame_index(head),), newest)
+        self._frames_flat.index_put_((rows[:, 0],), newest)
         # ...and, where done, the new episode's whole first stack. Fixed shape without a host sync:
         # envs that did not finish send these k frames to their scratch slot F, which is never read.
-        j = torch.arange(k, device=dev)
-        dest = self._frame_index(head.unsqueeze(1) + 1 + j)
-        scratch = (self._env_ids * (F + 1) + F).unsqueeze(1)
-        dest = torch.where(done.unsqueeze(1), dest, scratch)
+        dest = torch.where(done_col, rows[:, 1:], self._scratch)
         self._frames_flat.index_put_((dest.reshape(-1),), next_obs.reshape(N * k, c, *hw))
         if self._labels is not None:
             # next_obs's labels go with its newest frame: slot head, or head + k after a reset.
-            newest_slot = torch.where(done, head + k, head)
-            self._labels.index_put_((self._leaf(newest_slot),), _as_device(next_labels, dev, torch.float32) > 0.5)
+            newest_leaf = torch.where(done, leaf[:, n + k], leaf[:, n])
+            self._labels.index_put_((newest_leaf,), _as_device(next_labels, dev, torch.float32) > 0.5)
         advance = torch.where(done, k + 1, 1)
         self._ep_len.add_(1)
         if self.window:
-            # Sequences: slot head holds next_obs's (or final_obs's) frame, head+1..head+k the new
-            # episode's first stack where done, whose newest frame starts the episode.
-            j = torch.arange(k + 1, device=dev)
-            self._mark_slots(head.unsqueeze(1) + j, (j == 0) | done.unsqueeze(1), (j == k) & done.unsqueeze(1))
-            self._has_transition.index_fill_(0, leaf, True)
+            self._mark_written(leaf[:, n - 1 : n + k + 1], done_col)
             self._head.add_(advance).remainder_(F)
             self._advance_sequences(advance)
         else:
-            # Priorities. Writing slot w breaks the stacks of transitions in slots w..w+k-1 (the
-            # oldest in the ring); this step writes head (and head+1..head+k where done).
-            j2 = torch.arange(2 * k, device=dev)
-            clear = self._leaf(head.unsqueeze(1) + j2)
-            clear_mask = (j2 < k) | done.unsqueeze(1)
-            complete, complete_mask = self._complete_leaves(last, done)
-            self._update_leaves(clear, clear_mask, complete, complete_mask)
+            # Priorities. Writing slot w breaks the stacks of the transitions in slots w..w+k-1 (the
+            # oldest in the ring): head's every step, head+1..head+k's where done. The transition
+            # n-1 back completes its n-step window now, the later ones too where the episode ends.
+            in_episode = self._add_age < self._ep_len.unsqueeze(1)
+            self._update_leaves(leaf, in_episode & (self._add_always | done_col), self._add_completes)
             self._head.add_(advance).remainder_(F)
         self._ep_len.masked_fill_(done, 0)
         self._steps += 1
@@ -708,36 +736,51 @@ class ReplayBuffer:
         """
         if self.window:
             raise PixelplayError("replay.get: this buffer samples sequences (get_sequences)")
-        index = _as_device(index, self.device, torch.int64).reshape(-1)
-        B, F = index.shape[0], self.slots_per_env
-        env, slot = index // F, index % F
-        ret, steps, discount = self._n_step(env, slot)
-        next_leaf = env * F + (slot + steps) % F
+        index = self._as_index(index)
+        return self._transitions(index, torch.ones(index.shape[0], dtype=torch.float32, device=self.device))
+
+    def _as_index(self, index: Any) -> torch.Tensor:
+        """Buffer indices as a 1-d int64 tensor on the device."""
+        index = _as_device(index, self.device, torch.int64)
+        return index if index.dim() == 1 else index.reshape(-1)
+
+    def _transitions(self, index: torch.Tensor, weight: torch.Tensor) -> ReplayBatch:
+        """The transitions at leaves ``index`` (1-d), with ``weight``.
+
+        One (B, k + n) tensor of leaves holds the slots of each obs stack and n-step window; the
+        return, the bootstrap step and both stacks are read from it, the two stacks in one gather.
+        """
+        B, F, k, n = index.shape[0], self.slots_per_env, self.frame_stack, self.n_step
+        slot, env = index % F, index // F
+        slots = (slot.unsqueeze(1) + self._sample_offsets) % F  # slot-k+1 .. slot+n in the env's ring
+        leaves = slots + (index - slot).unsqueeze(1)  # env * F + slot
+        ret, steps, discount = self._n_step(leaves[:, k - 1 : k - 1 + n])
+        rows = leaves + env.unsqueeze(1)  # frame rows: env * (F + 1) + slot
+        # obs: slots slot-k+1 .. slot; next obs: the stack whose newest frame is `steps` later.
+        rows = torch.cat([rows[:, :k], rows.gather(1, steps.unsqueeze(1) + self._stack_cols)])
+        obs, next_obs = self._frames_flat.index_select(0, rows.view(-1)).view(2, B, *self.obs_shape)
         return ReplayBatch(
-            obs=self._gather_stacks(index),
+            obs=obs,
             action=self._action[index].long(),
             reward=ret,
-            next_obs=self._gather_stacks(next_leaf),
+            next_obs=next_obs,
             discount=discount,
-            weight=torch.ones(B, dtype=torch.float32, device=self.device),
+            weight=weight,
             index=index,
         )
 
-    def _n_step(self, env: torch.Tensor, slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(return, steps, discount)`` of the transitions in ``slot`` of ``env`` (any shape):
-        the n-step return cut at an episode end, how many steps later the bootstrap obs is, and
-        gamma**steps (0 where the episode terminated)."""
-        F, n = self.slots_per_env, self.n_step
-        j = torch.arange(n, device=self.device)
-        window = env.unsqueeze(-1) * F + (slot.unsqueeze(-1) + j) % F
+    def _n_step(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(return, steps, discount)`` of the transitions whose n-step windows of leaves are
+        ``window`` (..., n), the transition's own first: the n-step return cut at an episode end,
+        how many steps later the bootstrap obs is, and gamma**steps (0 where the episode
+        terminated)."""
         reward = self._reward[window]
         terminated = self._terminated[window]
         done = terminated | self._truncated[window]
-        # alive[..., j]: no episode end among steps 0..j-1 of the window, so step j counts.
-        alive = torch.ones_like(done)
-        if n > 1:
-            alive[..., 1:] = torch.cumprod((~done[..., :-1]).to(torch.int32), -1).bool()
-        ret = (torch.where(alive, reward, 0.0) * self._gamma_pow[:n]).sum(-1)
+        # alive[..., j]: no episode end among steps 0..j-1 of the window, so step j counts; that
+        # is, the ends counted up to step j are at most step j's own.
+        alive = done.cumsum(-1) == done
+        ret = (torch.where(alive, reward, 0.0) * self._gamma_n).sum(-1)
         steps = alive.sum(-1)
         # n-step target (Sutton & Barto 7.1): bootstrap from the obs `steps` later with gamma^steps,
         # or not at all when the episode terminated inside the window.
@@ -750,23 +793,26 @@ class ReplayBuffer:
         weights. Only meaningful for sampleable starts (``sampleable_indices``)."""
         if not self.window:
             raise PixelplayError("replay.get_sequences: this buffer samples transitions (built without sequence_length)")
-        index = _as_device(index, self.device, torch.int64).reshape(-1)
-        B, F, W = index.shape[0], self.slots_per_env, self.window
-        env, start = index // F, index % F
-        position = start.unsqueeze(0) + torch.arange(W, device=self.device).unsqueeze(1)  # (W, B)
-        leaf = env.unsqueeze(0) * F + position % F
+        index = self._as_index(index)
+        return self._sequences(index, torch.ones(index.shape[0], dtype=torch.float32, device=self.device))
+
+    def _sequences(self, index: torch.Tensor, weight: torch.Tensor) -> SequenceBatch:
+        """The sequences starting at leaves ``index`` (1-d), with ``weight``."""
+        B, F, W, n = index.shape[0], self.slots_per_env, self.window, self.n_step
+        env_base = index - index % F
+        leaf = env_base + (index - env_base + self._window_offsets) % F  # (W, B): the window's slots
         learn = slice(self.burn_in, self.burn_in + self.sequence_length)
-        ret, steps, discount = self._n_step(env.expand(self.sequence_length, B), position[learn])
-        offsets = torch.arange(self.burn_in, self.burn_in + self.sequence_length, device=self.device)
+        # The n-step window of learning position t is positions t .. t + n - 1.
+        ret, steps, discount = self._n_step(leaf.unfold(0, n, 1)[learn])
         return SequenceBatch(
-            obs=self._gather_stacks(leaf.reshape(-1)).view(W, B, *self.obs_shape),
+            obs=self._gather_stacks(leaf.view(-1)).view(W, B, *self.obs_shape),
             first=self._starts_episode[leaf],
             action=self._action[leaf[learn]].long(),
             reward=ret,
             discount=discount,
-            bootstrap=offsets.unsqueeze(1) + steps,
+            bootstrap=self._learn_offsets.unsqueeze(1) + steps,
             mask=self._has_transition[leaf[learn]],
-            weight=torch.ones(B, dtype=torch.float32, device=self.device),
+            weight=weight,
             index=index,
             leaf=leaf,
         )
@@ -777,7 +823,7 @@ class ReplayBuffer:
         `ReplayBatch` field, so that batches of a buffer without labels are what they always were."""
         if self._labels is None:
             raise PixelplayError("replay.labels: this buffer stores no labels (built with num_labels=0)")
-        return self._labels[_as_device(index, self.device, torch.int64).reshape(-1)].float()
+        return self._labels[self._as_index(index)].float()
 
     def sample(
         self, batch_size: int, beta: float | None = None, generator: torch.Generator | None = None
@@ -794,9 +840,7 @@ class ReplayBuffer:
             raise PixelplayError(
                 f"replay.sample: only {self._steps} steps added, n_step={self.n_step} needs more; check ready() first"
             )
-        leaf, weight = self._draw(batch_size, beta, generator)
-        batch = self.get(leaf)
-        return batch if weight is None else batch._replace(weight=weight)
+        return self._transitions(*self._draw(batch_size, beta, generator))
 
     @property
     def min_steps(self) -> int:
@@ -818,24 +862,22 @@ class ReplayBuffer:
                 f"replay.sample_sequences: only {self._steps} steps added, windows of {self.window} slots need "
                 f"{self.min_steps}; check ready() first"
             )
-        leaf, weight = self._draw(batch_size, beta, generator)
-        batch = self.get_sequences(leaf)
-        return batch if weight is None else batch._replace(weight=weight)
+        return self._sequences(*self._draw(batch_size, beta, generator))
 
     def _draw(
         self, batch_size: int, beta: float | None, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Leaves drawn from the sum tree and, prioritized, their importance weights."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leaves drawn from the sum tree, and their importance weights (ones for uniform replay)."""
         gen = self._generator if generator is None else generator
         u = torch.rand(batch_size, dtype=self._tree_dtype, device=self.device, generator=gen)
-        total = self._tree.total
-        leaf = self._tree.query(u * total)
+        leaf = self._tree.draw(u)
         if not self.prioritized:
-            return leaf, None
+            return leaf, torch.ones(batch_size, dtype=torch.float32, device=self.device)
         beta = self.beta if beta is None else beta
-        prob = self._tree.get(leaf) / total
-        weight = (self._count * prob).pow(-beta)
-        return leaf, (weight / weight.max()).float()
+        # (N P(i))**-beta over the batch's largest weight, that of its smallest priority p_min:
+        # (p_i / p_min)**-beta, with neither N nor the total needed.
+        priority = self._tree.get(leaf)
+        return leaf, (priority / priority.min()).pow_(-beta).float()
 
     def update_priorities(self, index: torch.Tensor, td_error: torch.Tensor) -> None:
         """Set p = |td_error| + eps for sampled indices (no-op for uniform replay). For sequences
@@ -846,8 +888,8 @@ class ReplayBuffer:
         """
         if not self.prioritized:
             return
-        index = _as_device(index, self.device, torch.int64).reshape(-1)
-        priority = td_error.detach().to(self.device, self._tree_dtype).abs().reshape(-1) + self.priority_eps
+        index = self._as_index(index)
+        priority = _as_device(td_error.detach(), self.device, self._tree_dtype, index.shape).abs() + self.priority_eps
         torch.maximum(self._max_priority, priority.max(), out=self._max_priority)
         old = self._tree.get(index)
         self._tree.set(index, torch.where(old > 0, priority**self.alpha, old))

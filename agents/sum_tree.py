@@ -72,6 +72,10 @@ class SumTree:
             torch.zeros(size, dtype=self.dtype, device=self.device)
             for size in self.level_sizes(self.num_leaves, self.fanout)
         ]
+        # Every level but the root seen as (parents, fanout) blocks of siblings, made once: a view
+        # per call would be one more dispatched op on every step of every write and draw.
+        self._blocks = [level.view(-1, self.fanout) for level in self.levels[:-1]]
+        self._zero = torch.zeros((), dtype=self.dtype, device=self.device)
 
     @staticmethod
     def level_sizes(num_leaves: int, fanout: int = FANOUT) -> list[int]:
@@ -102,11 +106,13 @@ class SumTree:
         rounding drift accumulates over millions of updates. Duplicate indices write identical
         parent values, so the result does not depend on which duplicate wins.
         """
-        self.levels[0].index_put_((index,), value.to(self.dtype))
+        if value.dtype != self.dtype:
+            value = value.to(self.dtype)
+        self.levels[0].index_put_((index,), value)
         idx = index
-        for lower, upper in zip(self.levels[:-1], self.levels[1:], strict=True):
+        for blocks, upper in zip(self._blocks, self.levels[1:], strict=True):
             idx = idx // self.fanout
-            upper.index_put_((idx,), lower.view(-1, self.fanout).index_select(0, idx).sum(1))
+            upper.index_put_((idx,), blocks.index_select(0, idx).sum(1))
 
     def rebuild(self) -> None:
         """Recompute every inner node from the leaves (after writing ``levels[0]`` directly)."""
@@ -129,18 +135,28 @@ class SumTree:
         ``total`` > 0.
         """
         f = self.fanout
-        idx = torch.zeros_like(mass, dtype=torch.int64)
-        zero = torch.zeros((mass.shape[0], 1), dtype=mass.dtype, device=mass.device)
-        for level in reversed(self.levels[:-1]):
-            children = level.view(-1, f).index_select(0, idx)
-            csum = children.cumsum(1)
-            total = csum[:, -1]
-            mass = torch.minimum(mass, torch.nextafter(total, torch.zeros_like(total)))
-            child = (csum <= mass.unsqueeze(1)).sum(1).clamp_(max=f - 1)
-            below = torch.cat([zero, csum], 1).gather(1, child.unsqueeze(1)).squeeze(1)
+        # Sums are compared in the promoted dtype of the masses and the nodes, as plain tensor
+        # arithmetic would (the usual case, masses in the tree's dtype, converts nothing).
+        dtype = self.dtype if mass.dtype == self.dtype else torch.promote_types(mass.dtype, self.dtype)
+        mass = (mass if mass.dtype == dtype else mass.to(dtype)).unsqueeze(1)  # (B, 1) down to the leaves
+        idx = torch.zeros(mass.shape[0], dtype=torch.int64, device=mass.device)
+        zero = torch.zeros((mass.shape[0], 1), dtype=self.dtype, device=mass.device)
+        for blocks in reversed(self._blocks):
+            csum = blocks.index_select(0, idx).cumsum(1)
+            total = csum[:, -1:]
+            mass = torch.minimum(mass, torch.nextafter(total, self._zero))
+            # The first child whose cumulative sum exceeds the mass: the sums are non-decreasing
+            # (children are >= 0), so that is how many of them are <= the mass.
+            child = torch.searchsorted(csum if csum.dtype == dtype else csum.to(dtype), mass, right=True)
+            child.clamp_(max=f - 1)
+            below = torch.cat([zero, csum], 1).gather(1, child)
             mass = (mass - below).clamp_(min=0)
-            idx = idx * f + child
+            idx = torch.add(child.squeeze(1), idx, alpha=f)
         return idx
+
+    def draw(self, u: torch.Tensor) -> torch.Tensor:
+        """Leaves for uniform numbers ``u`` in [0, 1) (1-d): leaf i with probability p_i / total."""
+        return self.query(u * self.levels[-1])  # the root level is (1,): it broadcasts, no indexing
 
     def nonzero(self) -> torch.Tensor:
         """Indices of the leaves with positive value, ascending (a host sync)."""
