@@ -528,3 +528,9 @@ def _launcher_main(result_fd: int) -> None:
         message = ("failed", f"the match's launcher failed: {type(error).__name__}: {error}")
     with os.fdopen(result_fd, "wb") as out:
         out.write(pickle.dumps(message))
+    # Leave without the interpreter's shutdown: the watcher thread is blocked in stdin.read()
+    # holding the stdin buffer's lock, and finalising with it held aborts the process ("Fatal
+    # Python error: _enter_buffered_busy ... at interpreter shutdown"), after the result is out.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
