@@ -48,7 +48,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from pixelplay.envs.doom_human import console_commands
+from pixelplay.envs.doom_human import AGENT_SETTINGS, HUMAN_CONFIG_FILE, console_commands
 from pixelplay.envs.doom_stats import DoomStats, DoomStatsTracker
 from pixelplay.envs.errors import EnvError, MissingDependencyError
 from pixelplay.envs.scenarios import (
@@ -703,6 +703,8 @@ class DoomEnv(gym.Env):
             game.add_game_args(settings.engine_args)
         if self._seed is not None:
             game.set_seed(int(self._seed) % 2**31)
+        if settings.human:
+            game.set_doom_config_path(os.path.abspath(HUMAN_CONFIG_FILE))
         _hide_descriptors_from_the_engine()
         # The engine makes ./_vizdoom/ (beside its ./_vizdoom.ini) with a check-then-mkdir: engines
         # starting together in a fresh directory race, and the loser fails ("Failed to create
@@ -714,11 +716,10 @@ class DoomEnv(gym.Env):
             game.init()
         except Exception as err:  # ViZDoom's own exception types; keep its message
             raise EnvError(f"ViZDoom could not start '{spec.config}': {err}") from err
-        if settings.human:
-            # The keys printed before a person's match (doom_human.controls_text), whatever an
-            # earlier session left in _vizdoom.ini.
-            for command in console_commands():
-                game.send_game_command(command)
+        # A person's keys (those printed before a match, doom_human.controls_text); an agent's
+        # fixed settings. Either way, whatever an earlier game left in the config file.
+        for command in console_commands() if settings.human else AGENT_SETTINGS:
+            game.send_game_command(command)
         self.game = game
 
     def _demo_path(self) -> str:

@@ -79,10 +79,22 @@ HUMAN_SETTINGS: tuple[str, ...] = (
 )
 """ZDoom console settings for a person's game, beside the key bindings."""
 
+HUMAN_CONFIG_FILE = "_vizdoom_human.ini"
+"""The engine's config file for a person's game (`DoomEnv` with ``human=True``). ZDoom writes its
+settings and bindings back to its config file when the game closes; with the agents' ``_vizdoom.ini``
+a person's ``cl_run 1`` would carry over into every later agent game started in that directory
+(running doubles the keyboard turn and the move speed, so the same actions would play another game)."""
+
+AGENT_SETTINGS: tuple[str, ...] = ("cl_run 0",)
+"""Console settings every agent game starts with, whatever a ``_vizdoom.ini`` in its directory says
+(left by a person's game of an older version, or by ViZDoom's own spectator example): the speed of
+the actions an agent was trained with must not depend on a file it does not own."""
+
 
 def console_commands() -> list[str]:
     """The console commands that give a person's game its controls (`HUMAN_CONTROLS`, `HUMAN_SETTINGS`)."""
-    binds = [f"bind {key} {command}" for control in HUMAN_CONTROLS for key, command in control.binds]
+    # Quoted: ZDoom's bind takes one argument, so an unquoted "bind 1 slot 1" binds "slot" alone.
+    binds = [f'bind {key} "{command}"' for control in HUMAN_CONTROLS for key, command in control.binds]
     return [*binds, *HUMAN_SETTINGS]
 
 

@@ -424,3 +424,31 @@ def test_workers_run_in_the_callers_directory_and_start_together_in_a_fresh_one(
         finally:
             envs.close()
         assert (fresh / "_vizdoom").is_dir() and (fresh / "_vizdoom.ini").is_file()
+
+
+def _moved_after_steps(directory, monkeypatch) -> float:
+    monkeypatch.chdir(directory)
+    import vizdoom
+    env = DoomEnv("basic", seed=3)
+    try:
+        env.reset()
+        where = [vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y]
+        start = [env.game.get_game_variable(v) for v in where]
+        for _ in range(3):
+            env.step(env.action_names.index("MOVE_RIGHT"))
+        return sum(abs(env.game.get_game_variable(v) - s) for v, s in zip(where, start, strict=True))
+    finally:
+        env.close()
+
+
+def test_an_agent_game_moves_alike_whatever_cl_run_a_config_file_left(tmp_path, monkeypatch):
+    # ZDoom writes its settings back to ./_vizdoom.ini; "always run" left there by a person's game
+    # (or ViZDoom's spectator example) would double an agent's moves and turns. The env pins it off.
+    clean, polluted = tmp_path / "clean", tmp_path / "polluted"
+    clean.mkdir()
+    polluted.mkdir()
+    (polluted / "_vizdoom.ini").write_text("[GlobalSettings]\n\n[Doom.ConsoleVariables]\ncl_run=true\n")
+    moved = _moved_after_steps(clean, monkeypatch)
+    assert moved != 0
+    assert _moved_after_steps(polluted, monkeypatch) == pytest.approx(moved)
+    assert "cl_run=false" in (polluted / "_vizdoom.ini").read_text()
