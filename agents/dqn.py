@@ -448,13 +448,7 @@ class DQNAgent:
             # A supervised loss: plain mean over the batch, not weighted by the replay's priorities.
             bce, accuracy = game_feature_loss(feature_logits, self.replay.labels(batch.index))
             total = loss + cfg.game_feature_coef * bce
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.gradient_sync is not None:
-            self.gradient_sync(self.q_net.parameters())
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        self._apply_gradients(total)
         if cfg.prioritized:
             self.replay.update_priorities(batch.index, td_error.detach().abs())
         self.gradient_steps += 1
@@ -513,18 +507,23 @@ class DQNAgent:
         bce, accuracy = game_feature_loss(feature_logits, labels, batch.mask.reshape(-1))
         return loss, td_error.detach(), q_mean, loss + cfg.game_feature_coef * bce, bce, accuracy
 
+    def _apply_gradients(self, total: torch.Tensor) -> None:
+        """One optimizer step on ``total``: backward, the ranks' gradient average (torchrun),
+        the norm clip, Adam. Shared by the feed-forward and the sequence (DRQN) steps."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.gradient_sync is not None:
+            self.gradient_sync(self.q_net.parameters())
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+
     def _sequence_gradient_step(self, beta: float) -> tuple[torch.Tensor, ...]:
         """`_gradient_step` on a batch of sequences (`sequence_loss`)."""
         cfg = self.cfg
         batch = self.replay.sample_sequences(cfg.batch_size, beta=beta)
         loss, td_error, q_mean, total, *features = self.sequence_loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.gradient_sync is not None:
-            self.gradient_sync(self.q_net.parameters())
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
-        self.optimizer.step()
+        self._apply_gradients(total)
         if cfg.prioritized:
             self.replay.update_priorities(batch.index, sequence_priority(td_error, batch.mask, cfg.priority_eta))
         self.gradient_steps += 1
