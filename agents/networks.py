@@ -285,6 +285,19 @@ class _RecurrentCore(nn.Module):
             outputs.append(out)
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
 
+    def core_hidden(
+        self, obs: torch.Tensor, state: torch.Tensor, first: torch.Tensor | None, with_game_features: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The CNN (under any autocast), then in fp32 the game-feature logits (if asked) and the
+        core over T steps of B sequences: (hidden (T * B, H), final state, feature logits or None)."""
+        batch = state.shape[1]
+        features = self.extractor(obs)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            feature_logits = self.game_features(features) if with_game_features else None
+            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
+        return hidden.reshape(-1, self.memory_size), state, feature_logits
+
     def _run(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.memory == "lstm":
             out, (h, c) = self.core(features, (state[0:1].contiguous(), state[1:2].contiguous()))
@@ -324,13 +337,8 @@ class RecurrentActorCritic(_RecurrentCore):
         sequences from ``state``; see the class docstring for ``obs`` and ``first``. With
         ``with_game_features`` a fourth item: the game-feature logits (T * B, F) of each step's
         frame, from the CNN features (the core does not see into them)."""
-        batch = state.shape[1]
-        features = self.extractor(obs)
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float()
-            feature_logits = self.game_features(features) if with_game_features else None
-            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
-            hidden = hidden.reshape(-1, self.memory_size)
+        hidden, state, feature_logits = self.core_hidden(obs, state, first, with_game_features)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):  # heads in fp32, as the core
             logits, value = self.policy(hidden), self.value(hidden).squeeze(-1)
             if with_game_features:
                 return logits, value, state, feature_logits
@@ -391,13 +399,8 @@ class RecurrentQNetwork(_RecurrentCore):
     ):
         """``(q (T * B, A), state after the last step)``; with ``with_game_features`` a third
         item: the game-feature logits (T * B, F) of each step's frame."""
-        batch = state.shape[1]
-        features = self.extractor(obs)
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            features = features.float()
-            feature_logits = self.game_features(features) if with_game_features else None
-            hidden, state = self.unroll(features.reshape(-1, batch, features.shape[-1]), state, first)
-            hidden = hidden.reshape(-1, self.memory_size)
+        hidden, state, feature_logits = self.core_hidden(obs, state, first, with_game_features)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):  # heads in fp32, as the core
             advantage = self.advantage(hidden)
             if self.value is None:
                 q = advantage
