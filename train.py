@@ -395,23 +395,31 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
         last_save_time = time.monotonic()
         steps_at_last_log, time_at_last_log = global_step, time.time()
         pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
+        overlap = cfg.overlap and agent.off_policy
         obs = envs.reset(seed=seed)
         agent.observe_first(obs, envs.labels)  # the labels of obs (game features), None when off
         try:
             with _stop_signals_as_interrupts():
                 while global_step < cfg.total_steps:
                     action = agent.act(obs, global_step)
-                    result = envs.step(action)
+                    envs.step_async(action)
+                    next_step = global_step + steps_per_iteration
+                    # While the envs step, an off-policy learner takes its gradient steps on the
+                    # replay as it stood before this transition (the replay ratio is unchanged).
+                    trained = agent.update(next_step) if overlap and agent.ready(next_step) else None
+                    result = envs.step_wait()
                     agent.observe(obs, action, result)
                     obs = result.obs
-                    global_step += steps_per_iteration
+                    global_step = next_step
                     if result.episodes:
                         if dist.active:
                             pending_episodes += [{"global_step": global_step, "rank": rank, **e} for e in result.episodes]
                         elif logger:
                             logger.log_episodes(result.episodes, global_step)
-                    if agent.ready(global_step):
-                        metrics = dist.mean(agent.update(global_step))
+                    if not overlap and agent.ready(global_step):
+                        trained = agent.update(global_step)
+                    if trained is not None:
+                        metrics = dist.mean(trained)
                         now = time.time()
                         metrics["charts/steps_per_second"] = (global_step - steps_at_last_log) / max(now - time_at_last_log, 1e-9)
                         steps_at_last_log, time_at_last_log = global_step, now

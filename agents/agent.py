@@ -35,6 +35,12 @@ from pixelplay.envs.vec import StepResult
 class Agent(Protocol):
     """One learning agent over ``num_envs`` envs, its tensors on one device."""
 
+    off_policy: bool
+    """True when `update` learns only from what earlier `observe` calls stored (a replay): the
+    training loop may then run it while the envs step (``--overlap``), before the step's
+    transition is observed. False for on-policy agents, whose update needs the rollout's last
+    step."""
+
     def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
         """Training actions (exploring) for uint8 observations (N, C, H, W); int64 (N,)."""
         ...

@@ -141,6 +141,8 @@ class DQNConfig(MemoryConfig):
 class DQNAgent:
     """Epsilon-greedy acting, device replay, one gradient step per ``train_frequency`` env steps."""
 
+    off_policy = True  # gradient steps sample the replay: they may run while the envs step
+
     def __init__(
         self,
         cfg: DQNConfig,

@@ -207,6 +207,8 @@ def _categorical(logits: torch.Tensor) -> Categorical:
 class PPOAgent:
     """Acts with a sampled policy, stores rollouts on the device, updates every ``num_steps``."""
 
+    off_policy = False  # the update needs the rollout's last step (see `Agent.off_policy`)
+
     def __init__(
         self,
         cfg: PPOConfig | A2CConfig,

@@ -65,6 +65,8 @@ class RunConfig:
     """record an evaluation episode to <run_dir>/videos every video_every steps"""
     video_every: int = bounded(100_000, low=1)
     """env steps between recorded videos (with --capture-video)"""
+    overlap: bool = True
+    """off-policy agents (dqn): run the gradient steps while the envs step (EnvPool's threads or the env worker processes; one in-process env does not overlap). The update then samples the replay without the step in flight; the replay ratio is unchanged"""
     progress: bool = True
     """show a progress bar"""
     stop_return: float = float("inf")

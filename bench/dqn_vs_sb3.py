@@ -6,7 +6,8 @@ Same hyperparameters for both (replay 100k, a gradient step every 4 env steps co
 envs, batch 32, learning starts at 1k, target update every 1k): prints env steps per second for
 each (the clock starts after the envs and buffers are built), the ratio, each replay's bytes per
 transition, pixelplay against the machine's two bounds measured in the same run (`bounds.py`:
-the network alone and the env alone) and, on CUDA, each one's peak device memory. With several
+the network alone and the env alone), pixelplay again without overlapping the env step and the
+gradient steps (train.py ``--no-overlap``) and, on CUDA, each one's peak device memory. With several
 envs SB3 takes ``num_envs / 4`` gradient steps after each vector step (or one every ``4 / num_envs``
 vector steps), as pixelplay does. SB3 stores obs and next_obs as separate numpy stacks on the host
 and copies each minibatch to the device; pixelplay stores each frame once, on the device. A
@@ -40,7 +41,7 @@ def pixelplay_config(settings: dict):
 
 
 def bench_pixelplay(steps: int, num_envs: int, settings: dict, device: torch.device,
-                    backend: str) -> tuple[float, float]:
+                    backend: str, overlap: bool = True) -> tuple[float, float]:
     from pixelplay.agents.dqn import DQNAgent
     from pixelplay.envs import make_vec_env
 
@@ -54,11 +55,16 @@ def bench_pixelplay(steps: int, num_envs: int, settings: dict, device: torch.dev
     start, step = time.perf_counter(), 0
     while step < steps:  # the loop of train.py, without logging
         action = agent.act(obs, step)
-        result = envs.step(action)
+        envs.step_async(action)
+        next_step = step + num_envs
+        trained = overlap and agent.ready(next_step)
+        if trained:  # train.py --overlap: the gradient steps run while the envs step
+            agent.update(next_step)
+        result = envs.step_wait()
         agent.observe(obs, action, result)
         obs = result.obs
-        step += num_envs
-        if agent.ready(step):
+        step = next_step
+        if not trained and agent.ready(step):
             agent.update(step)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -118,6 +124,8 @@ def main() -> int:
                         help="env steps before the first gradient step, both sides")
     parser.add_argument("--bound-steps", type=int, default=512, help="env steps over which bounds.py times the "
                         "network alone and the env alone")
+    parser.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time pixelplay without --overlap (the env step, then the gradient steps)")
     args = parser.parse_args()
     settings = {**SETTINGS, "buffer_size": args.buffer_size, "learning_starts": args.learning_starts}
     if args.num_envs < 1 or sb3_schedule(settings["train_frequency"], args.num_envs) is None:
@@ -137,6 +145,11 @@ def main() -> int:
     ours, ours_bytes = bench_pixelplay(args.steps, args.num_envs, settings, device, args.backend)
     print(f"pixelplay:         {ours:8.1f} steps/s, replay {ours_bytes:9,.0f} bytes/transition{peak_memory(device)}",
           flush=True)
+    if args.sequential:
+        reset_peak_memory(device)
+        sequential, _ = bench_pixelplay(args.steps, args.num_envs, settings, device, args.backend, overlap=False)
+        print(f"  --no-overlap:    {sequential:8.1f} steps/s{peak_memory(device)}; overlap gains "
+              f"{ours / sequential:.2f}x", flush=True)
     reset_peak_memory(device)
     theirs, theirs_bytes = bench_sb3(args.steps, args.num_envs, settings, device)
     print(f"stable-baselines3: {theirs:8.1f} steps/s, replay {theirs_bytes:9,.0f} bytes/transition{peak_memory(device)}")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pixelplay against Stable-Baselines3 on one CUDA device, in under 6 minutes, one table per part:
 #   1. PPO on Breakout, 16 envs on both sides (pixelplay on EnvPool): steps/s, ratio, bounds, peak device memory
-#   2. DQN on Breakout (replay 100k, a gradient step per 4 env steps) with 1 env, then with 16: the same
+#   2. DQN on Breakout (replay 100k, a gradient step per 4 env steps) with 1 env, then with 16: the same,
+#      and pixelplay again without overlapping env steps and gradient steps (--no-overlap)
 #   3. pixelplay's replay at 1M transitions on the device: memory, fill rate, sample rate
 # Same hyperparameters and env counts on both sides (bench/ppo_vs_sb3.py, bench/dqn_vs_sb3.py).
 #   bash bench/gpu.sh                 # on a CUDA machine
@@ -13,7 +14,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --device) device="${2:-}"; shift $(( $# > 1 ? 2 : 1 )) ;;
         --device=*) device="${1#--device=}"; shift ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "error: unknown option '$1'; usage: bash bench/gpu.sh [--device cuda|cpu]" >&2; exit 2 ;;
     esac
 done

@@ -534,9 +534,12 @@ class EnvPoolAtariVecEnv(VecEnv):
         self._length[:] = 0
         return obs
 
-    def _step(self, actions):
-        actions = np.asarray(actions, dtype=np.int32).reshape(self.num_envs)
-        obs, reward, terminated, truncated, info = self._pool.step(actions, self._env_ids)
+    def _send(self, actions):
+        # EnvPool's own threads run the step; `_receive` collects it (``step`` is send + recv).
+        self._pool.send(np.asarray(actions, dtype=np.int32).reshape(self.num_envs), self._env_ids)
+
+    def _receive(self, actions):
+        obs, reward, terminated, truncated, info = self._pool.recv()
         env_id = info["env_id"]
         if not np.array_equal(env_id, self._env_ids):  # never seen in sync mode; cheap to check
             order = np.argsort(env_id)

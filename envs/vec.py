@@ -75,7 +75,8 @@ class StepResult(NamedTuple):
 
 
 class VecEnv:
-    """Base of every backend. Subclasses implement ``_reset`` and ``_step`` on numpy arrays."""
+    """Base of every backend. Subclasses implement ``_reset`` and ``_step`` on numpy arrays, or
+    ``_send`` and ``_receive`` where the envs can step while the caller computes."""
 
     num_envs: int
     single_observation_space: gym.spaces.Box
@@ -91,6 +92,8 @@ class VecEnv:
     """float32 (N, F): the labels of the observations that `reset` or `step` returned last (so,
     after ``obs = envs.reset()``, those of ``obs``; after a step, ``result.labels``). None when
     the env has no game features, and before the first reset."""
+    _pending: np.ndarray | None = None
+    """The actions of the step `step_async` started and `step_wait` has not finished."""
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
@@ -113,9 +116,28 @@ class VecEnv:
         return obs
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
+        """Step every env with ``actions``: `step_async` then `step_wait`."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: torch.Tensor | np.ndarray) -> None:
+        """Start a step and return at once: the env workers (processes, or EnvPool's threads)
+        run it while the caller computes, e.g. an off-policy learner's gradient step. Finish it
+        with `step_wait` before anything else touches the envs. An in-process backend runs the
+        whole step in `step_wait` (no overlap, same results)."""
+        if self._pending is not None:
+            raise RuntimeError("step_async() twice without step_wait(): one step at a time")
         if isinstance(actions, torch.Tensor):
             actions = actions.detach().cpu().numpy()
-        obs, reward, terminated, truncated, final_obs, episodes = self._step(np.asarray(actions))
+        self._pending = np.asarray(actions)
+        self._send(self._pending)
+
+    def step_wait(self) -> StepResult:
+        """The result of the step `step_async` started (blocks until every env has stepped)."""
+        if self._pending is None:
+            raise RuntimeError("step_wait() without step_async()")
+        actions, self._pending = self._pending, None
+        obs, reward, terminated, truncated, final_obs, episodes = self._receive(actions)
         # A step that is both (ViZDoom flags timeouts so) is a time limit, not a death.
         terminated = np.logical_and(terminated, np.logical_not(truncated))
         self.labels = labels = self._labels_to_device()
@@ -134,14 +156,23 @@ class VecEnv:
         return None if labels is None else self._to_device(labels, torch.float32)
 
     def _latest_labels(self) -> np.ndarray | None:
-        """float32 (N, F): the labels of the observations `_reset` or `_step` returned last; None
+        """float32 (N, F): the labels of the observations `_reset` or the last step returned; None
         for a backend without game features (this default: no cost, no tensor)."""
         return None
 
     def _reset(self, seed: int | None) -> np.ndarray:
         raise NotImplementedError
 
+    def _send(self, actions: np.ndarray) -> None:
+        """Hand ``actions`` to the envs without waiting (a backend that can); by default the
+        step runs in `_receive`."""
+
+    def _receive(self, actions: np.ndarray):
+        """Wait for the step `_send` started; the same tuple as `_step`."""
+        return self._step(actions)
+
     def _step(self, actions: np.ndarray):
+        """One synchronous step: ``(obs, reward, terminated, truncated, final_obs, episodes)``."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -208,9 +239,13 @@ class GymVecEnv(VecEnv):
         self._labels = self._gather_labels(info)
         return obs
 
-    def _step(self, actions):
+    def _send(self, actions):
         if isinstance(self.envs, gym.vector.AsyncVectorEnv):
-            result = self._call_workers("step", self.envs.step_async, self.envs.step_wait, actions)
+            self._send_to_workers("step", self.envs.step_async, actions)
+
+    def _receive(self, actions):
+        if isinstance(self.envs, gym.vector.AsyncVectorEnv):
+            result = self._receive_from_workers("step", self.envs.step_wait)
         else:
             result = self.envs.step(actions)
         obs, reward, terminated, truncated, info = result
@@ -260,10 +295,16 @@ class GymVecEnv(VecEnv):
         died without closing its end (or raise a bare EOFError / BrokenPipeError); waiting on
         the process sentinels as well turns a crashed emulator into one line naming the env.
         """
+        self._send_to_workers(operation, send, *args, **kwargs)
+        return self._receive_from_workers(operation, receive)
+
+    def _send_to_workers(self, operation: str, send, *args, **kwargs) -> None:
         try:
             send(*args, **kwargs)
         except _PIPE_ERRORS as err:
             raise self._worker_died(operation) from err
+
+    def _receive_from_workers(self, operation: str, receive):
         waiting = list(self.envs.parent_pipes)
         sentinels = {process.sentinel: i for i, process in enumerate(self.envs.processes)}
         while waiting:

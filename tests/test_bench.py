@@ -116,6 +116,7 @@ def test_gpu_script_dry_run_on_cpu():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert out.count("ratio pixelplay / SB3") == 3
+    assert out.count("overlap gains") == 2  # DQN's runs time pixelplay with and without --overlap
     assert out.count("of the no-overlap bound") == 3 and out.count("of the network-only bound") == 3
     assert "8 env(s)" in out and "1 env(s)" in out
     assert "fill:" in out and "sample:" in out and "bytes/transition" in out

@@ -166,7 +166,7 @@ def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, 
 
     from pixelplay.envs.vec import GymVecEnv
 
-    real_step, calls = GymVecEnv.step, []
+    real_step, calls = GymVecEnv.step_async, []
 
     def step_then_crash(self, actions):
         calls.append(1)
@@ -175,7 +175,7 @@ def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, 
             self.envs.processes[1].join(timeout=10)
         return real_step(self, actions)
 
-    monkeypatch.setattr(GymVecEnv, "step", step_then_crash)
+    monkeypatch.setattr(GymVecEnv, "step_async", step_then_crash)
     run_dir = tmp_path / "crash"
     args = ["--env", "doom-basic", "--num-envs", "2", "--total-steps", "640", "--checkpoint-interval", "64",
             "--run-dir", str(run_dir), "--no-track", *SMALL_PPO]
@@ -185,7 +185,7 @@ def test_an_env_crash_mid_run_is_one_line_and_the_run_resumes(tmp_path, capsys, 
     assert "checkpoint saved at step 192" in err and f"--resume {run_dir}" in err
     assert load_checkpoint(run_dir)["global_step"] == 192
 
-    monkeypatch.setattr(GymVecEnv, "step", real_step)
+    monkeypatch.setattr(GymVecEnv, "step_async", real_step)
     assert train.main(["--resume", str(run_dir), "--total-steps", "256", "--no-track", "--no-progress"]) == 0
     assert load_checkpoint(run_dir)["global_step"] == 256
 
