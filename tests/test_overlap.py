@@ -68,7 +68,7 @@ def test_one_step_at_a_time():
         envs.close()
 
 
-SMALL_DQN = ["--algo", "dqn", "--env", "doom-basic", "--num-envs", "2", "--total-steps", "400",
+SMALL_DQN = ["--algo", "dqn", "--env", "doom-basic", "--num-envs", "2", "--total-steps", "240",
              "--learning-starts", "100", "--train-frequency", "4", "--batch-size", "8", "--buffer-size", "1000",
              "--no-track", "--no-progress"]
 
@@ -104,8 +104,8 @@ def _trace_training(tmp_path, monkeypatch, overlap: bool) -> list[tuple]:
 def test_dqn_learns_while_the_envs_step(tmp_path, monkeypatch):
     """With --overlap every gradient step runs between a step's start and its end, on a replay
     holding every transition but the one in flight; without it, after the step. The count of
-    gradient steps is the same: one per 4 env steps from learning_starts on (400 steps of 2 envs,
-    learning starts at 100: steps 100, 104, ..., 400 -> 76)."""
+    gradient steps is the same: one per 4 env steps from learning_starts on (240 steps of 2 envs,
+    learning starts at 100: steps 100, 104, ..., 240 -> 36)."""
     sequential = _trace_training(tmp_path, monkeypatch, overlap=False)
     overlapped = _trace_training(tmp_path, monkeypatch, overlap=True)
 
@@ -122,13 +122,13 @@ def test_dqn_learns_while_the_envs_step(tmp_path, monkeypatch):
         return seen
 
     after, during = gradient_steps(sequential), gradient_steps(overlapped)
-    assert len(after) == len(during) == 76
+    assert len(after) == len(during) == 36
     assert all(where == "after" for where, _ in after)
     assert all(where == "during" for where, _ in during)
     # The n-th gradient step is due at env step 100 + 4n (2 envs per vector step): the
     # sequential loop has stored that step's transitions, the overlapped one all but those 2.
-    assert [added for _, added in after] == [100 + 4 * n for n in range(76)]
-    assert [added for _, added in during] == [100 + 4 * n - 2 for n in range(76)]
+    assert [added for _, added in after] == [100 + 4 * n for n in range(36)]
+    assert [added for _, added in during] == [100 + 4 * n - 2 for n in range(36)]
 
 
 def test_on_policy_agents_never_overlap(tmp_path, monkeypatch):
