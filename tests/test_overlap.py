@@ -136,10 +136,23 @@ def test_on_policy_agents_never_overlap(tmp_path, monkeypatch):
     from pixelplay.agents.ppo import PPOAgent
 
     events: list[str] = []
-    real_async, real_wait, real_update = VecEnv.step_async, VecEnv.step_wait, PPOAgent.update
-    monkeypatch.setattr(VecEnv, "step_async", lambda self, a: (events.append("send"), real_async(self, a))[1])
-    monkeypatch.setattr(VecEnv, "step_wait", lambda self: (events.append("wait"), real_wait(self))[1])
-    monkeypatch.setattr(PPOAgent, "update", lambda self, step: (events.append("update"), real_update(self, step))[1])
+    real_update = PPOAgent.update
+
+    def step_async(self, actions):
+        events.append("send")
+        return _REAL_STEP_ASYNC(self, actions)
+
+    def step_wait(self):
+        events.append("wait")
+        return _REAL_STEP_WAIT(self)
+
+    def update(self, step):
+        events.append("update")
+        return real_update(self, step)
+
+    monkeypatch.setattr(VecEnv, "step_async", step_async)
+    monkeypatch.setattr(VecEnv, "step_wait", step_wait)
+    monkeypatch.setattr(PPOAgent, "update", update)
     args = ["--env", "doom-basic", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
             "--total-steps", "96", "--overlap", "--no-track", "--no-progress", "--run-dir", str(tmp_path / "ppo")]
     assert train.main(args) == 0
