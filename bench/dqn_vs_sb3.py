@@ -57,14 +57,13 @@ def bench_pixelplay(steps: int, num_envs: int, settings: dict, device: torch.dev
         action = agent.act(obs, step)
         envs.step_async(action)
         next_step = step + num_envs
-        trained = overlap and agent.ready(next_step)
-        if trained:  # train.py --overlap: the gradient steps run while the envs step
+        if overlap and agent.ready(next_step):  # train.py --overlap: they run while the envs step
             agent.update(next_step)
         result = envs.step_wait()
         agent.observe(obs, action, result)
         obs = result.obs
         step = next_step
-        if not trained and agent.ready(step):
+        if not overlap and agent.ready(step):
             agent.update(step)
     if device.type == "cuda":
         torch.cuda.synchronize()
