@@ -329,6 +329,8 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
         env_options: dict[str, Any] = {"bots": cfg.bots} if cfg.bots else {}
         if cfg.game_features:  # only then: the envs label their frames (ViZDoom renders a labels buffer)
             env_options["game_features"] = cfg.game_features
+        if cfg.teacher != "none":  # the envs advise an action per observation (kickstarting)
+            env_options["teacher"] = cfg.teacher
         envs = make_vec_env(cfg.env, cfg.num_envs, seed, device, training=True, backend=cfg.env_backend, **env_options)
         cleanup.callback(envs.close)
         if not hasattr(envs.single_action_space, "n"):
@@ -337,6 +339,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
             algo_cfg, envs.obs_shape, envs.num_actions, envs.num_envs, cfg.total_steps, device,
             frame_stack=envs.frame_stack, world_size=dist.world_size,
             num_game_features=len(envs.spec.game_features),
+            **({"with_teacher": True} if envs.spec.teacher != "none" else {}),
         )
         global_step = 0
         if checkpoint is not None:
@@ -397,7 +400,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
         pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
         overlap = cfg.overlap and agent.off_policy
         obs = envs.reset(seed=seed)
-        agent.observe_first(obs, envs.labels)  # the labels of obs (game features), None when off
+        agent.observe_first(obs, envs.labels, envs.teacher_actions)  # what the envs report with obs, None when off
         try:
             with _stop_signals_as_interrupts():
                 while global_step < cfg.total_steps:

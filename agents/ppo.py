@@ -20,6 +20,14 @@ after ``envs.reset()``), those of each later one in the `StepResult` that brough
 (``result.labels``), which the agent keeps until that observation is stored at the next
 `observe`. Each minibatch adds ``game_feature_coef`` times the head's binary cross-entropy to
 the loss (Lample & Chaplot 2017). Acting never runs the head.
+
+With a teacher (``with_teacher``, train.py's ``--teacher aimer``) the rollout also keeps the
+action the env's scripted teacher advised for each stored observation (-1: none), and each
+minibatch adds ``teacher_coef`` (annealed linearly to 0 over ``teacher_anneal_steps`` env steps)
+times the cross-entropy of the policy against the advised action, summed over advised rows and
+divided by all rows: Kickstarting's distillation term (Schmitt et al. 2018, eq. 2) with a teacher
+whose policy puts all its mass on one action, on the student's own trajectories. The advice
+arrives with its observation as the labels do (`observe_first`, ``result.teacher_actions``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import Categorical
 
 from pixelplay.agents.agent import checked_labels
@@ -47,7 +56,23 @@ from pixelplay.envs.vec import StepResult
 
 
 @dataclass
-class PPOConfig(MemoryConfig):
+class ActorCriticConfig(MemoryConfig):
+    """What PPO and A2C share beyond the network: the weight of a teacher's advice."""
+
+    teacher_coef: float = bounded(1.0, low=0.0)
+    """with --teacher: weight of the cross-entropy towards the teacher's advised action (Kickstarting, Schmitt et al. 2018)"""
+    teacher_anneal_steps: int = bounded(0, low=0)
+    """with --teacher: env steps over which teacher_coef falls linearly to 0 (0: it stays constant)"""
+
+    def teacher_weight(self, step: int) -> float:
+        """The teacher term's weight at env step ``step``."""
+        if not self.teacher_anneal_steps:
+            return self.teacher_coef
+        return self.teacher_coef * max(0.0, 1.0 - step / self.teacher_anneal_steps)
+
+
+@dataclass
+class PPOConfig(ActorCriticConfig):
     """PPO hyperparameters; defaults are CleanRL's ``ppo_atari.py`` (Huang et al. 2022)."""
 
     learning_rate: float = bounded(2.5e-4, low=0.0)
@@ -97,7 +122,7 @@ class PPOConfig(MemoryConfig):
 
 
 @dataclass
-class A2CConfig(MemoryConfig):
+class A2CConfig(ActorCriticConfig):
     """Synchronous advantage actor-critic; defaults follow the A3C paper (Mnih et al. 2016) as
     Stable-Baselines3 and OpenAI baselines use them: 5-step rollouts, RMSprop, no GAE (lambda 1).
     One unclipped update per rollout, on all of it."""
@@ -192,6 +217,22 @@ def actor_critic_loss(
     return LossTerms(total, policy_loss, value_loss, entropy_mean, approx_kl, clip_fraction)
 
 
+def teacher_loss(logits: torch.Tensor, advice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, agreement, advised fraction)`` of a minibatch against a teacher's advice.
+
+    ``advice`` (B,) holds the advised action of each row, -1 where the teacher had none. The loss
+    is the cross-entropy -log pi(advised action) summed over advised rows and divided by all B
+    rows, so that it weighs each step alike, as the RL terms do; the agreement is the fraction
+    of advised rows where the policy's most likely action is the advised one (0 with none)."""
+    advised = advice >= 0
+    target = advice.clamp(min=0)
+    cross_entropy = F.cross_entropy(logits, target, reduction="none")
+    count = advised.sum()
+    loss = (cross_entropy * advised).sum() / advice.numel()
+    agreement = ((logits.argmax(-1) == target) & advised).sum() / count.clamp(min=1)
+    return loss, agreement.float(), count.float() / advice.numel()
+
+
 def _fp32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32; without autocast it already is, and nothing is dispatched."""
     return x if x.dtype == torch.float32 else x.float()
@@ -220,9 +261,11 @@ class PPOAgent:
         frame_stack: int = 1,
         world_size: int = 1,
         num_game_features: int = 0,
+        with_teacher: bool = False,
     ):
         """``num_game_features``: the width of the game-feature head (``len(envs.spec.game_features)``);
-        0 (default): no head, no label storage, nothing computed."""
+        0 (default): no head, no label storage, nothing computed. ``with_teacher``: the envs
+        advise actions (``envs.spec.teacher``), which the update distils with ``cfg.teacher_coef``."""
         # frame_stack is part of the common agent signature; an actor-critic needs no frame layout.
         self.recurrent = cfg.memory != "none"
         if not self.recurrent:
@@ -235,6 +278,7 @@ class PPOAgent:
         self.cfg, self.device, self.total_steps = cfg, torch.device(device), total_steps
         self.num_envs = num_envs
         self.num_game_features = num_game_features
+        self.with_teacher = with_teacher
         extractor = build_extractor(cfg.network, obs_shape, cfg.features_dim)
         if self.recurrent:
             self.net = RecurrentActorCritic(extractor, num_actions, cfg.memory, cfg.memory_size, num_game_features)
@@ -249,7 +293,8 @@ class PPOAgent:
         self.optimizer = self._make_optimizer()
         self.plan = self._update_plan()
         state_shape = (self.net.state_layers, cfg.memory_size) if self.recurrent else None
-        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device, state_shape, num_game_features)
+        self.storage = RolloutStorage(cfg.num_steps, num_envs, obs_shape, self.device, state_shape, num_game_features,
+                                      with_teacher)
         self.batch_size = cfg.num_steps * num_envs
         self.minibatch_size = self.batch_size // self.plan.num_minibatches
         self._pending: tuple[torch.Tensor, ...] | None = None
@@ -260,6 +305,8 @@ class PPOAgent:
         """recurrent: eval_act's own state, one row per row of its batch"""
         self._labels: torch.Tensor | None = None
         """with game features: the labels (N, F) of the observations the next `observe` stores"""
+        self._advice: torch.Tensor | None = None
+        """with a teacher: its advised actions (N,) for the observations the next `observe` stores"""
         if self.recurrent:
             self._state = self.net.initial_state(num_envs, self.device)
 
@@ -305,11 +352,14 @@ class PPOAgent:
         logits, value, feature_logits = out
         return _fp32(logits), _fp32(value), None if feature_logits is None else _fp32(feature_logits)
 
-    def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None,
+                      teacher_actions: torch.Tensor | None = None) -> None:
         """The envs were reset: ``obs`` starts an episode in every env; ``labels`` are its game-feature
-        labels (``envs.labels``), which the rollout stores with ``obs`` at the next `observe`.
-        A recurrent core starts every env from zeros."""
+        labels (``envs.labels``) and ``teacher_actions`` its teacher's advice (``envs.teacher_actions``),
+        which the rollout stores with ``obs`` at the next `observe`. A recurrent core starts every
+        env from zeros."""
         self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
+        self._advice = self._checked_advice(teacher_actions)
         if self.recurrent:
             self._state = self.net.initial_state(self.num_envs, self.device)
 
@@ -372,12 +422,25 @@ class PPOAgent:
         if self.num_game_features and self._labels is None:
             raise PixelplayError("observe() before observe_first(obs, envs.labels): the labels of the first "
                                  "observations come from the env's reset")
-        self.storage.add(obs, action, logprob, value, reward, done, state, self._labels)
+        self.storage.add(obs, action, logprob, value, reward, done, state, self._labels, self._advice)
         if self.recurrent:  # envs that finished start their next episode from zeros
             self._state = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
         self._next_obs = result.obs
         self._labels = checked_labels(result.labels, self.num_envs, self.num_game_features)  # result.obs's
+        self._advice = self._checked_advice(result.teacher_actions)
         self._pending = None
+
+    def _checked_advice(self, advice: torch.Tensor | None) -> torch.Tensor | None:
+        """The teacher's advice to keep for the next observations: None without a teacher; else
+        ``advice`` (N,), refused with one clear error when missing (envs built without one)."""
+        if not self.with_teacher:
+            return None
+        if advice is None or tuple(advice.shape) != (self.num_envs,):
+            got = "none" if advice is None else f"shape {tuple(advice.shape)}"
+            raise PixelplayError(f"the agent learns from a teacher but got {got} advice for {self.num_envs} envs: "
+                                 "build the envs with the teacher, and call observe_first(obs, envs.labels, "
+                                 "envs.teacher_actions) after envs.reset()")
+        return advice
 
     def ready(self, step: int) -> bool:
         return self.storage.full
@@ -409,7 +472,8 @@ class PPOAgent:
             storage.rewards, storage.values, storage.dones, last_value, cfg.gamma, cfg.gae_lambda
         )
         aux = self.num_game_features > 0
-        sums = torch.zeros(8 if aux else 6, device=self.device)
+        teacher_weight = cfg.teacher_weight(step) if self.with_teacher else 0.0
+        sums = torch.zeros(6 + 2 * aux + 3 * self.with_teacher, device=self.device)
         count = 0
         plan = self.plan
         for _ in range(plan.epochs):
@@ -435,6 +499,9 @@ class PPOAgent:
                 if aux:  # the game-feature head's loss joins the total (Lample & Chaplot 2017)
                     bce, accuracy = game_feature_loss(feature_logits, batch.labels)
                     stats = [terms.total + cfg.game_feature_coef * bce, *stats[1:], bce, accuracy]
+                if self.with_teacher:  # Kickstarting's distillation towards the advised actions
+                    distill, agreement, advised = teacher_loss(logits, batch.teacher_action)
+                    stats = [stats[0] + teacher_weight * distill, *stats[1:], distill, agreement, advised]
                 self.optimizer.zero_grad(set_to_none=True)
                 stats[0].backward()
                 if self.gradient_sync is not None:
@@ -461,6 +528,9 @@ class PPOAgent:
         if aux:
             metrics["losses/game_features"] = means[6]
             metrics["charts/game_feature_accuracy"] = means[7]
+        if self.with_teacher:
+            metrics["losses/teacher"], metrics["charts/teacher_agreement"], metrics["charts/advised_fraction"] = means[-3:]
+            metrics["charts/teacher_weight"] = teacher_weight
         return metrics
 
     def state_dict(self) -> dict:

@@ -21,6 +21,7 @@ import torch
 from pixelplay.agents import ALGOS, make_config, preset_for
 from pixelplay.agents.config import ConfigError, add_flags, bounded, build, split_namespace
 from pixelplay.envs import ENVS, resolve_env
+from pixelplay.envs.doom_teacher import TEACHERS
 from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.spec import DOOM
 
@@ -49,6 +50,8 @@ class RunConfig:
     """doom-deathmatch: built-in bots to play against (0: the scenario's default)"""
     game_features: tuple[str, ...] = ()
     """Doom only: learn to predict these game features on screen (enemy, health, weapon, ammo; comma-separated) with an auxiliary head, as Lample & Chaplot 2017 (weight: --game-feature-coef)"""
+    teacher: str = bounded("none", choices=TEACHERS)
+    """Doom, ppo and a2c: a scripted teacher whose advised action the policy is pulled towards (Kickstarting, Schmitt et al. 2018; weight --teacher-coef, annealed over --teacher-anneal-steps): aimer turns to and shoots the most visible enemy, read from the labels buffer (envs/doom_teacher.py)"""
     track: bool = True
     """log to Weights & Biases (offline unless WANDB_MODE says otherwise; no account needed)"""
     wandb_project: str = "pixelplay"
@@ -76,7 +79,14 @@ class RunConfig:
 
     def check(self) -> None:
         """game_features: known names, each once, and a ViZDoom env (the labels come from its
-        labels buffer); checked with the other values, before anything is created."""
+        labels buffer); a teacher: a ViZDoom env and an actor-critic. Checked with the other
+        values, before anything is created."""
+        if self.teacher != "none":
+            if self.algo not in ("ppo", "a2c"):
+                raise ConfigError(f"--teacher is for ppo and a2c (a distillation term beside the policy gradient); "
+                                  f"not {self.algo}")
+            if self._family() not in (None, DOOM):
+                raise ConfigError(f"--teacher {self.teacher} reads ViZDoom's labels buffer; {self.env} is an Atari env")
         if not self.game_features:
             return
         from pixelplay.envs.doom import GAME_FEATURES
@@ -87,13 +97,17 @@ class RunConfig:
                               f"known: {', '.join(GAME_FEATURES)}")
         if len(set(self.game_features)) != len(self.game_features):
             raise ConfigError(f"run option game_features names a feature twice: {','.join(self.game_features)}")
-        try:
-            family, _ = resolve_env(self.env)
-        except PixelplayError:
-            return  # an unknown env: resolve_config says so
-        if family != DOOM:
+        family = self._family()
+        if family not in (None, DOOM):
             raise ConfigError(f"--game-features is a ViZDoom option (its labels buffer says what is on screen); "
                               f"{self.env} is an Atari env")
+
+    def _family(self) -> str | None:
+        """The env's family (Doom or Atari); None for an unknown env, which resolve_config refuses."""
+        try:
+            return resolve_env(self.env)[0]
+        except PixelplayError:
+            return None
 
 
 # The command line: every RunConfig field and every field of the algorithm's config is a flag,

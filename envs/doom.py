@@ -21,7 +21,10 @@ the step that ends an episode, so the kill that ends a ``basic`` episode is lost
   from ``reset`` and every ``step`` holds float32 (F,) labels of the observation returned, 1.0
   where an object of that kind (`GAME_FEATURES`: an enemy, a medikit...) is visible in its
   newest frame, read from ViZDoom's labels buffer: the training targets of Lample & Chaplot's
-  "game feature augmentation" (AAAI 2017). See `GameFeatureLabeller`.
+  "game feature augmentation" (AAAI 2017). See `GameFeatureLabeller`;
+* a teacher's advice (option ``teacher``, off by default): ``info[TEACHER_INFO_KEY]`` from
+  ``reset`` and every ``step`` holds the action a scripted teacher advises for the observation
+  returned, or -1 where it has none (`envs.doom_teacher`: the label aimer, for kickstarting).
 
 The scenarios are data in `envs.scenarios`; `DoomSettings` is one env's scenario as overridden by
 the caller's options, checked once. `make_doom_vec` (called by `envs.make_vec_env`) puts
@@ -61,7 +64,7 @@ from pixelplay.envs.scenarios import (
     scenario_name,
 )
 from pixelplay.envs.spec import DOOM, EnvSpec
-from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, GymVecEnv
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, TEACHER_INFO_KEY, GymVecEnv
 
 __all__ = [
     # The scenario table lives in envs.scenarios; these names stay importable from here.
@@ -250,6 +253,9 @@ class DoomSettings:
     game_features: tuple[str, ...] = ()
     """label each observation with these `GAME_FEATURES` (e.g. ("enemy",), or "enemy,health"),
     in ``info[GAME_FEATURES_INFO_KEY]``; empty (default): no labels, and no labels buffer"""
+    teacher: str = "none"
+    """a scripted teacher's advised action for each observation, in ``info[TEACHER_INFO_KEY]``
+    (`envs.doom_teacher.TEACHERS`: aimer); none (default): no advice"""
 
     # ---- Rendering and recording
     render_native: bool = False
@@ -340,6 +346,9 @@ class DoomSettings:
                 put(name, kind(getattr(self, name)))
         put("record_lmp", str(self.record_lmp) if self.record_lmp else None)
         put("game_features", _game_features(self.game_features))
+        from pixelplay.envs.doom_teacher import check_teacher  # it reads this module's label constants
+
+        put("teacher", check_teacher(self.teacher))
         put("window_visible", self.human or bool(self.window_visible))
 
         if self.frame_skip < 1 or self.frame_stack < 1:
@@ -611,6 +620,12 @@ class DoomEnv(gym.Env):
         features = settings.game_features
         self._labeller = GameFeatureLabeller(features) if features else None
         self._frame_features = np.zeros(len(features), np.float32)
+        self._teacher = None
+        if settings.teacher == "aimer":
+            from pixelplay.envs.doom_teacher import AimerTeacher
+
+            self._teacher = AimerTeacher(self.action_names)
+        self._advice = -1
         self.tracker = DoomStatsTracker()
         self.game = None
         self._episodes = 0
@@ -684,7 +699,7 @@ class DoomEnv(gym.Env):
         rgb = settings.render_native or not settings.grey
         game.set_screen_format(vzd.ScreenFormat.RGB24 if rgb else vzd.ScreenFormat.GRAY8)
         game.set_sound_enabled(False)
-        if settings.game_features:  # only then: the engine renders one more buffer per frame
+        if settings.game_features or self._teacher is not None:  # only then: one more buffer per frame
             game.set_labels_buffer_enabled(True)
         if spec.render_crosshair:
             game.set_render_crosshair(True)
@@ -738,14 +753,20 @@ class DoomEnv(gym.Env):
         return tuple(get(getattr(vzd.GameVariable, v)) for v in self._variables)
 
     def _label_frame(self, state) -> None:
-        """The game features of ``state``'s frame (the observation's newest), if asked for."""
+        """The game features of ``state``'s frame (the observation's newest) and the teacher's
+        advice for it, if asked for."""
         if self._labeller is not None:
             self._frame_features = self._labeller(state.labels, state.labels_buffer)
+        if self._teacher is not None:
+            self._advice = self._teacher(state.labels, state.labels_buffer)
 
     def _info(self) -> dict[str, Any]:
-        if self._labeller is None:
-            return {}
-        return {GAME_FEATURES_INFO_KEY: self._frame_features.copy()}
+        info: dict[str, Any] = {}
+        if self._labeller is not None:
+            info[GAME_FEATURES_INFO_KEY] = self._frame_features.copy()
+        if self._teacher is not None:
+            info[TEACHER_INFO_KEY] = self._advice
+        return info
 
     def _push_frame(self, state) -> None:
         cv2 = self._cv2
@@ -995,6 +1016,7 @@ def doom_spec(name: str, scenario: str, *, training: bool = True, **options: Any
         max_eval_steps=step_cap(eval_env),
         episode_columns=("return", "length", "kills", "deaths", "suicides", "objects"),
         game_features=train_env.settings.game_features,
+        teacher=train_env.settings.teacher,
     )
 
 
@@ -1029,4 +1051,5 @@ def make_doom_vec(
         functools.partial(DoomEnv, spec, seed=seed + rank, training=training, rank=rank, **options)
         for rank in range(num_envs)
     ]
-    return GymVecEnv(fns, device, frame_stack=settings.frame_stack, game_features=settings.game_features)
+    return GymVecEnv(fns, device, frame_stack=settings.frame_stack, game_features=settings.game_features,
+                     teacher=settings.teacher != "none")

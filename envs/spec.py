@@ -41,6 +41,9 @@ class EnvSpec:
     """the game features labelled on each observation (``StepResult.labels`` columns, in order),
     e.g. ``("enemy",)`` for ViZDoom's ``game_features`` option; empty when off (and for Atari).
     An agent sizes an auxiliary prediction head with ``len(spec.game_features)``."""
+    teacher: str = "none"
+    """the scripted teacher advising an action for each observation (``StepResult.teacher_actions``):
+    ``aimer`` with ViZDoom's ``teacher`` option (`envs.doom_teacher`); none when off (and for Atari)"""
 
     @property
     def steps_per_second(self) -> Fraction:

@@ -19,7 +19,10 @@ backend quirks:
   float32 (N, F) tensor of what is on screen in each row of ``obs`` (ViZDoom's game features,
   ``EnvSpec.game_features`` names the F columns), or None for an env that has none.
   `VecEnv.labels` holds the labels of the observations last returned by ``reset`` *or* ``step``,
-  so the first observations (from ``reset``) have theirs too.
+  so the first observations (from ``reset``) have theirs too;
+* ``teacher_actions`` (optional), likewise: int64 (N,), the action a scripted teacher advises
+  for each row of ``obs`` (-1: no advice), for kickstarting (ViZDoom's ``teacher`` option,
+  `envs.doom_teacher`); `VecEnv.teacher_actions` holds those of the last ``reset`` or ``step``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ float32 (F,) game-feature labels of the observation it returns, when it has game
 (`envs.doom.DoomEnv`'s ``game_features`` option); `GymVecEnv` gathers them into
 `StepResult.labels`."""
 
+TEACHER_INFO_KEY = "teacher_action"
+"""Key under which a single env's ``info`` (from ``reset`` and from every ``step``) carries the
+action its teacher advises for the observation it returns (an int, -1 for none), when it has a
+teacher (`envs.doom.DoomEnv`'s ``teacher`` option); `GymVecEnv` gathers them into
+`StepResult.teacher_actions`."""
+
 
 class StepResult(NamedTuple):
     """One vectorised step, all tensors on the training device."""
@@ -72,6 +81,9 @@ class StepResult(NamedTuple):
     for the feature ``spec.game_features[j]`` (e.g. 1.0: an enemy is visible). They describe the
     frame ``obs`` ends on: for a finished env, the first frame of its new episode, as ``obs``
     (not ``final_obs``). None when the env has no game features (the default, and Atari)."""
+    teacher_actions: torch.Tensor | None = None
+    """int64 (N,): the action the env's teacher advises for ``obs``, row for row, -1 where it has
+    no advice; as ``labels``, for the frame ``obs`` ends on. None without a teacher (the default)."""
 
 
 class VecEnv:
@@ -92,6 +104,9 @@ class VecEnv:
     """float32 (N, F): the labels of the observations that `reset` or `step` returned last (so,
     after ``obs = envs.reset()``, those of ``obs``; after a step, ``result.labels``). None when
     the env has no game features, and before the first reset."""
+    teacher_actions: torch.Tensor | None = None
+    """int64 (N,): the teacher's advice for the observations `reset` or `step` returned last (-1:
+    none); None without a teacher (`EnvSpec.teacher`), and before the first reset."""
     _pending: np.ndarray | None = None
     """The actions of the step `step_async` started and `step_wait` has not finished."""
 
@@ -113,6 +128,7 @@ class VecEnv:
         """Reset every env; the first observations. Their labels, if any, are in `labels`."""
         obs = self._to_device(self._reset(seed))
         self.labels = self._labels_to_device()
+        self.teacher_actions = self._teacher_actions_to_device()
         return obs
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
@@ -141,6 +157,7 @@ class VecEnv:
         # A step that is both (ViZDoom flags timeouts so) is a time limit, not a death.
         terminated = np.logical_and(terminated, np.logical_not(truncated))
         self.labels = labels = self._labels_to_device()
+        self.teacher_actions = teacher_actions = self._teacher_actions_to_device()
         return StepResult(
             obs=self._to_device(obs),
             reward=self._to_device(reward, torch.float32),
@@ -149,6 +166,7 @@ class VecEnv:
             final_obs=self._to_device(final_obs),
             episodes=episodes,
             labels=labels,
+            teacher_actions=teacher_actions,
         )
 
     def _labels_to_device(self) -> torch.Tensor | None:
@@ -158,6 +176,15 @@ class VecEnv:
     def _latest_labels(self) -> np.ndarray | None:
         """float32 (N, F): the labels of the observations `_reset` or the last step returned; None
         for a backend without game features (this default: no cost, no tensor)."""
+        return None
+
+    def _teacher_actions_to_device(self) -> torch.Tensor | None:
+        advice = self._latest_teacher_actions()
+        return None if advice is None else self._to_device(advice, torch.int64)
+
+    def _latest_teacher_actions(self) -> np.ndarray | None:
+        """int64 (N,): the teacher's advice for the observations `_reset` or the last step
+        returned; None for a backend without a teacher (this default)."""
         return None
 
     def _reset(self, seed: int | None) -> np.ndarray:
@@ -193,11 +220,13 @@ class GymVecEnv(VecEnv):
     ``game_features`` (the label names, in column order), each single env must also put the
     float32 (F,) labels of the observation it returns in ``info[GAME_FEATURES_INFO_KEY]``, from
     ``reset`` and from every ``step``: with the same-step autoreset, a finished env's ``info``
-    is its reset's, so its row describes the new episode's first frame, as ``obs`` does.
+    is its reset's, so its row describes the new episode's first frame, as ``obs`` does. With
+    ``teacher``, each single env puts its teacher's advised action (an int, -1 for none) in
+    ``info[TEACHER_INFO_KEY]`` in the same way.
     """
 
     def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None,
-                 frame_stack: int = 1, game_features: tuple[str, ...] = ()):
+                 frame_stack: int = 1, game_features: tuple[str, ...] = (), teacher: bool = False):
         if asynchronous is None:
             asynchronous = len(env_fns) > 1
         mode = gym.vector.AutoresetMode.SAME_STEP
@@ -229,6 +258,8 @@ class GymVecEnv(VecEnv):
         self.frame_stack = frame_stack
         self.game_features = tuple(game_features)
         self._labels: np.ndarray | None = None
+        self.teacher = teacher
+        self._advice: np.ndarray | None = None
 
     def _reset(self, seed):
         if isinstance(self.envs, gym.vector.AsyncVectorEnv):
@@ -237,6 +268,7 @@ class GymVecEnv(VecEnv):
         else:
             obs, info = self.envs.reset(seed=seed)
         self._labels = self._gather_labels(info)
+        self._advice = self._gather_advice(info)
         return obs
 
     def _send(self, actions):
@@ -250,6 +282,7 @@ class GymVecEnv(VecEnv):
             result = self.envs.step(actions)
         obs, reward, terminated, truncated, info = result
         self._labels = self._gather_labels(info)
+        self._advice = self._gather_advice(info)
         done = np.logical_or(terminated, truncated)
         final_obs = obs.copy()
         episodes: list[dict[str, Any]] = []
@@ -267,6 +300,20 @@ class GymVecEnv(VecEnv):
 
     def _latest_labels(self) -> np.ndarray | None:
         return self._labels
+
+    def _latest_teacher_actions(self) -> np.ndarray | None:
+        return self._advice
+
+    def _gather_advice(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The (N,) advised actions the single envs put in their ``info``; None without a teacher."""
+        if not self.teacher:
+            return None
+        advice, present = info.get(TEACHER_INFO_KEY), info.get("_" + TEACHER_INFO_KEY)
+        if advice is None or present is None or not np.all(present):
+            missing = "all" if present is None else np.flatnonzero(~np.asarray(present)).tolist()
+            raise EnvError(f"the envs were built with a teacher but some returned no advice in "
+                           f"info[{TEACHER_INFO_KEY!r}] (envs: {missing})")
+        return np.asarray(advice, dtype=np.int64).reshape(self.num_envs)
 
     def _gather_labels(self, info: dict[str, Any]) -> np.ndarray | None:
         """The (N, F) labels the single envs put in their ``info``; None without game features."""

@@ -283,8 +283,11 @@ def test_cli_trains_resumes_and_evaluates_a_recurrent_agent(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_recurrent_ppo_learns_doom_basic(tmp_path):
     run = tmp_path / "lstm-basic"
+    # The doom preset with a learning rate of 7e-4 instead of 2.5e-4: seed 1 reaches a mean of 75
+    # at ~31k steps instead of ~45k, a minute less of the suite's time; any run that learns passes.
     assert train.main(["--env", "doom-basic", "--algo", "ppo", "--memory", "lstm", "--seed", "1", "--total-steps",
-                       "150000", "--stop-return", "75", "--run-dir", str(run), "--no-track", "--no-progress"]) == 0
+                       "150000", "--stop-return", "75", "--learning-rate", "7e-4", "--run-dir", str(run), "--no-track",
+                       "--no-progress"]) == 0
     returns = [float(row["return"]) for row in _rows(run / "episodes.csv")]
     assert len(returns) >= 20
     last_20 = statistics.fmean(returns[-20:])

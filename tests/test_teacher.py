@@ -1,0 +1,310 @@
+"""A scripted teacher's advice (Kickstarting, Schmitt et al. 2018): the label aimer's choice of
+target and action, the advice's way from the env to the rollout, the distillation loss, and the
+run option ``--teacher``.
+
+The fake env below draws frames with a cue (the left or the right half brighter) and a teacher
+that advises action 0 for "left", 1 for "right" and nothing (-1) on a third of the frames, drawn
+independently from frame to frame: advice stored with the wrong frame disagrees with it about
+half of the time, and a student that learns the advice learns a function of the frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pixelplay import train
+from pixelplay.agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig, teacher_loss
+from pixelplay.envs import make_env, make_vec_env
+from pixelplay.envs.doom_teacher import NO_ADVICE, AimerTeacher, enemy_offset
+from pixelplay.envs.errors import EnvError, PixelplayError
+from pixelplay.envs.vec import TEACHER_INFO_KEY, StepResult
+
+HW = (36, 36)  # the smallest size the Nature CNN tiles
+DEATHMATCH_ACTIONS = make_env("doom-deathmatch").action_names
+
+
+# ---------------------------------------------------------------------------------------------
+# The aimer
+
+
+def _label(value, x, y, w, h, category="Player", name="DoomPlayer"):
+    return SimpleNamespace(value=value, x=x, y=y, width=w, height=h, object_category=category, object_name=name)
+
+
+def test_the_aimer_targets_the_most_visible_enemy_and_ignores_its_own_sprite():
+    """On a hand-made 160x120 labels buffer: the player's weapon sprite (value 255), an enemy
+    listed but hidden (no pixel of its value inside its box) and an item are ignored; of two
+    visible enemies the one with more pixels wins; the offset is a fraction of the width."""
+    buffer = np.zeros((120, 160), np.uint8)
+    buffer[90:120, 60:100] = 255  # own weapon sprite
+    buffer[40:50, 10:14] = 3  # small enemy left: 40 pixels, centre x = 12
+    buffer[30:60, 120:130] = 4  # big enemy right: 300 pixels, centre x = 125
+    labels = [_label(255, 60, 90, 40, 30, category="Self"), _label(3, 10, 40, 4, 10), _label(4, 120, 30, 10, 30),
+              _label(5, 0, 0, 50, 50),  # listed, hidden behind a wall: no pixel of value 5
+              _label(6, 120, 30, 10, 30, category="Item", name="Medikit")]
+    assert enemy_offset(labels, buffer) == pytest.approx((125 - 80) / 160)
+    assert enemy_offset(labels[:2] + labels[3:], buffer) == pytest.approx((12 - 80) / 160)
+    assert enemy_offset([labels[0], labels[3], labels[4]], buffer) is None
+    assert enemy_offset(labels, None) is None
+    # A monster without ViZDoom's categories counts by its name; 3 pixels are too few to see.
+    speck = np.zeros((120, 160), np.uint8)
+    speck[0, 0:3] = 7
+    assert enemy_offset([_label(7, 0, 0, 3, 1, category=None, name="DoomImp")], speck) is None
+    speck[0, 3] = 7
+    assert enemy_offset([_label(7, 0, 0, 4, 1, category=None, name="DoomImp")], speck) == pytest.approx((2 - 80) / 160)
+
+
+def test_the_aimer_fires_when_centred_turns_and_fires_when_near_and_turns_when_far():
+    teacher = AimerTeacher(DEATHMATCH_ACTIONS)
+    name = {offset: DEATHMATCH_ACTIONS[teacher.advise(offset)] for offset in (-0.4, -0.1, 0.02, 0.1, 0.4)}
+    assert name == {-0.4: "TURN_LEFT", -0.1: "TURN_LEFT+ATTACK", 0.02: "ATTACK", 0.1: "TURN_RIGHT+ATTACK",
+                    0.4: "TURN_RIGHT"}
+    assert teacher.advise(None) == NO_ADVICE
+    # Without combined actions (defend-the-center's three buttons) a near enemy gets a plain turn.
+    plain = AimerTeacher(["TURN_LEFT", "TURN_RIGHT", "ATTACK"])
+    assert [plain.advise(x) for x in (-0.1, 0.0, 0.1)] == [0, 2, 1]
+    with pytest.raises(EnvError, match="TURN_LEFT"):
+        AimerTeacher(make_env("doom-basic").action_names)  # strafes, cannot turn
+
+
+def test_doom_envs_advise_exactly_where_an_enemy_is_on_screen():
+    """Through the worker processes: the advice is an action of the env's set where the "enemy"
+    game feature (the same visibility rule) is 1, and -1 where it is 0, row for row."""
+    with make_vec_env("doom-deathmatch", 2, seed=3, training=True, teacher="aimer", game_features=("enemy",)) as envs:
+        assert envs.spec.teacher == "aimer"
+        envs.reset(seed=3)
+        advice, seen, generator = [envs.teacher_actions], [envs.labels[:, 0]], torch.Generator().manual_seed(0)
+        for _ in range(200):
+            result = envs.step(torch.randint(0, envs.num_actions, (2,), generator=generator))
+            advice.append(result.teacher_actions)
+            seen.append(result.labels[:, 0])
+        advice, seen = torch.stack(advice), torch.stack(seen)
+    assert advice.dtype == torch.int64 and advice.shape == (201, 2)
+    assert torch.equal(advice >= 0, seen > 0.5)
+    assert bool((seen > 0.5).any()), "no enemy came into view in 200 steps"
+    assert int(advice.max()) < len(DEATHMATCH_ACTIONS)
+
+
+def test_an_env_without_a_teacher_reports_no_advice():
+    env = make_env("doom-defend-the-center")
+    try:
+        _, info = env.reset(seed=1)
+        assert TEACHER_INFO_KEY not in info
+        assert TEACHER_INFO_KEY not in env.step(0)[-1]
+    finally:
+        env.close()
+    with pytest.raises(EnvError, match="teacher must be one of"):
+        make_env("doom-defend-the-center", teacher="sniper")
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+
+
+def test_teacher_loss_matches_a_hand_computation():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [0.0, 3.0, 0.0], [1.0, 2.0, 3.0]])
+    advice = torch.tensor([0, -1, 2, 2])
+
+    def nll(row, action):
+        return -(row[action] - math.log(sum(math.exp(v) for v in row)))
+
+    rows = logits.tolist()
+    expected = (nll(rows[0], 0) + nll(rows[2], 2) + nll(rows[3], 2)) / 4  # unadvised rows count as 0
+    loss, agreement, advised = teacher_loss(logits, advice)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(agreement) == pytest.approx(2 / 3)  # rows 0 and 3 pick the advised action, row 2 does not
+    assert float(advised) == pytest.approx(3 / 4)
+    loss, agreement, advised = teacher_loss(logits, torch.full((4,), -1))
+    assert float(loss) == 0.0 and float(agreement) == 0.0 and float(advised) == 0.0
+
+
+def test_the_teacher_weight_anneals_linearly_to_zero():
+    cfg = PPOConfig(teacher_coef=2.0, teacher_anneal_steps=1000)
+    assert [cfg.teacher_weight(s) for s in (0, 250, 1000, 5000)] == [2.0, 1.5, 0.0, 0.0]
+    assert PPOConfig(teacher_coef=0.5).teacher_weight(10**9) == 0.5  # 0 steps: constant
+
+
+# ---------------------------------------------------------------------------------------------
+# The advice travels with its observation, and the student learns it
+
+
+def frame_advice(frame: torch.Tensor) -> int:
+    """The fake teacher: 0 when the left half of the (c, H, W) frame is brighter, else 1."""
+    x = frame.float()
+    w = x.shape[-1]
+    return int(x[..., : w // 2].mean() <= x[..., w // 2 :].mean())
+
+
+class AdvisedEnv:
+    """Random frames, one per observation, same-step autoreset, with advice as `VecEnv` reports
+    it: ``teacher_actions`` after ``reset``, ``result.teacher_actions`` after ``step``, each for
+    the obs returned with it; a third of the frames (marked by a bright top-left pixel) unadvised."""
+
+    def __init__(self, num_envs: int = 4, p_done: float = 0.1, seed: int = 0):
+        self.num_envs, self.p_done = num_envs, p_done
+        self.gen = torch.Generator().manual_seed(seed)
+        self.teacher_actions: torch.Tensor | None = None
+
+    def _frames(self) -> torch.Tensor:
+        n, (h, w) = self.num_envs, HW
+        frames = torch.randint(0, 100, (n, 1, h, w), generator=self.gen, dtype=torch.int32)
+        left = torch.randint(0, 2, (n,), generator=self.gen).bool()
+        frames[left, :, :, : w // 2] += 30
+        frames[~left, :, :, w // 2 :] += 30
+        silent = torch.rand(n, generator=self.gen) < 1 / 3
+        frames[silent, :, 0, 0] = 255
+        return frames.to(torch.uint8)
+
+    @staticmethod
+    def advice_of(obs: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([NO_ADVICE if int(o[0, 0, 0]) == 255 else frame_advice(o) for o in obs])
+
+    def reset(self) -> torch.Tensor:
+        obs = self._frames()
+        self.teacher_actions = self.advice_of(obs)
+        return obs
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        n = self.num_envs
+        done = torch.rand(n, generator=self.gen) < self.p_done
+        final_obs, obs = self._frames(), self._frames()
+        obs = torch.where(done.view(-1, 1, 1, 1), obs, final_obs)  # a finished env shows its new episode
+        self.teacher_actions = self.advice_of(obs)
+        return StepResult(obs=obs, reward=torch.zeros(n), terminated=done, truncated=torch.zeros(n, dtype=torch.bool),
+                          final_obs=final_obs, episodes=[], teacher_actions=self.teacher_actions)
+
+
+def _agent(algo: str = "ppo", num_envs: int = 4, with_teacher: bool = True, **overrides) -> PPOAgent:
+    values = {"features_dim": 64, "num_steps": 16, "precision": "fp32", "vf_coef": 0.0, "ent_coef": 0.0,
+              "learning_rate": 1e-3, "anneal_lr": False, **overrides}
+    if algo == "ppo":
+        return PPOAgent(PPOConfig(num_minibatches=4, update_epochs=4, **values), (1, *HW), 3, num_envs, 100_000,
+                        torch.device("cpu"), with_teacher=with_teacher)
+    return A2CAgent(A2CConfig(**values), (1, *HW), 3, num_envs, 100_000, torch.device("cpu"), with_teacher=with_teacher)
+
+
+def _play(agent, env: AdvisedEnv, steps: int, update: bool = True) -> list[dict]:
+    """train.py's loop on the fake env."""
+    obs = env.reset()
+    agent.observe_first(obs, None, env.teacher_actions)
+    metrics, step = [], 0
+    for _ in range(steps):
+        action = agent.act(obs, step)
+        result = env.step(action)
+        agent.observe(obs, action, result)
+        obs, step = result.obs, step + env.num_envs
+        if update and agent.ready(step):
+            metrics.append(agent.update(step))
+    return metrics
+
+
+@pytest.mark.parametrize("memory", ["none", "lstm"])
+def test_the_rollout_stores_the_advice_of_each_observation(memory):
+    agent = _agent(memory=memory)
+    env = AdvisedEnv(p_done=0.25, seed=1)
+    _play(agent, env, agent.cfg.num_steps, update=False)
+    storage = agent.storage
+    assert storage.full and bool(storage.dones.any()), "the rollout should cross episode ends"
+    for t in range(storage.num_steps):
+        assert torch.equal(storage.teacher_actions[t], AdvisedEnv.advice_of(storage.obs[t])), t
+    zeros = torch.zeros(storage.num_steps, storage.num_envs)
+    batches = list(storage.minibatches(zeros, zeros, 16) if memory == "none" else storage.sequences(zeros, zeros, 2))
+    for batch in batches:
+        assert torch.equal(batch.teacher_action, AdvisedEnv.advice_of(batch.obs))
+
+
+@torch.no_grad()
+def _agreement(agent, seed: int = 99) -> float:
+    """How often the policy's most likely action is the advised one, on advised frames it never saw."""
+    env = AdvisedEnv(num_envs=256, seed=seed)
+    obs = env.reset()
+    logits = agent.net(obs)[0]
+    advised = env.teacher_actions >= 0
+    return float((logits.argmax(-1) == env.teacher_actions)[advised].float().mean())
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_the_student_learns_the_advice_from_the_teacher_term_alone(algo):
+    """No reward, no value or entropy term: the teacher term alone trains the policy, and it
+    agrees with the teacher on > 90% of held-out advised frames (a chance policy: ~1/3)."""
+    torch.manual_seed(0)
+    agent = _agent(algo, num_envs=8, **({"num_steps": 8} if algo == "a2c" else {}))
+    assert _agreement(agent) < 0.6
+    metrics = _play(agent, AdvisedEnv(num_envs=8, seed=4), 8 * 150 if algo == "a2c" else 16 * 12)
+    assert _agreement(agent) > 0.9
+    assert metrics[-1]["charts/teacher_agreement"] > 0.9
+    assert metrics[-1]["losses/teacher"] < metrics[0]["losses/teacher"]
+    assert 0.55 < metrics[-1]["charts/advised_fraction"] < 0.8 and metrics[-1]["charts/teacher_weight"] == 1.0
+
+
+def test_a_zero_weight_teacher_changes_nothing():
+    """teacher_coef 0: the same weights as an agent without a teacher, on the same data."""
+    nets = []
+    for with_teacher in (True, False):
+        torch.manual_seed(0)
+        agent = _agent(with_teacher=with_teacher, teacher_coef=0.0, vf_coef=0.5, ent_coef=0.01)
+        env = AdvisedEnv(seed=2)
+        obs = env.reset()
+        agent.observe_first(obs, None, env.teacher_actions if with_teacher else None)
+        for step in range(32):
+            action = agent.act(obs, step)
+            result = env.step(action)
+            agent.observe(obs, action, result._replace(reward=torch.linspace(-1, 1, 4)))
+            obs = result.obs
+            if agent.ready(step):
+                agent.update(step)
+        nets.append(agent.net.state_dict())
+    assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
+def test_the_advice_is_required_when_the_agent_has_a_teacher():
+    agent = _agent()
+    obs = AdvisedEnv().reset()
+    with pytest.raises(PixelplayError, match="teacher"):
+        agent.observe_first(obs, None, None)
+    with pytest.raises(PixelplayError, match="shape"):
+        agent.observe_first(obs, None, torch.zeros(3, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run option, end to end
+
+
+def test_cli_ppo_with_the_aimer_logs_the_teacher_term(tmp_path):
+    run_dir = tmp_path / "kick"
+    args = ["--env", "doom-defend-the-center", "--teacher", "aimer", "--teacher-anneal-steps", "1000",
+            "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--update-epochs", "1",
+            "--total-steps", "128", "--run-dir", str(run_dir), "--no-progress", "--no-track"]
+    assert train.main(args) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["teacher"] == "aimer" and config["algo"]["teacher_anneal_steps"] == 1000
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["global_step"]) for r in rows] == [64, 128]
+    # the weight at each update: 1 - step / 1000 (the update at step 64 is the first rollout's)
+    assert [float(r["charts/teacher_weight"]) for r in rows] == pytest.approx([1 - 64 / 1000, 1 - 128 / 1000])
+    for row in rows:
+        assert float(row["losses/teacher"]) >= 0 and 0 <= float(row["charts/advised_fraction"]) <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--env", "breakout", "--teacher", "aimer"], "Atari env"),
+    (["--algo", "dqn", "--env", "doom-basic", "--teacher", "aimer"], "ppo and a2c"),
+    (["--env", "doom-basic", "--teacher", "sniper"], "must be one of none, aimer"),
+    (["--env", "doom-basic", "--teacher", "aimer"], "TURN_LEFT"),
+    (["--env", "doom-basic", "--teacher-coef", "-1"], "at least 0"),
+])
+def test_bad_teacher_options_are_one_error_line(args, message, tmp_path, capsys):
+    run_dir = tmp_path / "bad"
+    assert train.main([*args, "--run-dir", str(run_dir), "--no-track", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not run_dir.exists()
