@@ -308,24 +308,16 @@ class GymVecEnv(VecEnv):
         """The (N,) advised actions the single envs put in their ``info``; None without a teacher."""
         if not self.teacher:
             return None
-        advice, present = info.get(TEACHER_INFO_KEY), info.get("_" + TEACHER_INFO_KEY)
-        if advice is None or present is None or not np.all(present):
-            missing = "all" if present is None else np.flatnonzero(~np.asarray(present)).tolist()
-            raise EnvError(f"the envs were built with a teacher but some returned no advice in "
-                           f"info[{TEACHER_INFO_KEY!r}] (envs: {missing})")
+        advice = _from_every_env(info, TEACHER_INFO_KEY, "were built with a teacher but some returned no advice")
         return np.asarray(advice, dtype=np.int64).reshape(self.num_envs)
 
     def _gather_labels(self, info: dict[str, Any]) -> np.ndarray | None:
         """The (N, F) labels the single envs put in their ``info``; None without game features."""
         if not self.game_features:
             return None
-        labels, present = info.get(GAME_FEATURES_INFO_KEY), info.get("_" + GAME_FEATURES_INFO_KEY)
-        if labels is None or present is None or not np.all(present):
-            missing = "all" if present is None else np.flatnonzero(~np.asarray(present)).tolist()
-            raise EnvError(
-                f"the envs were built with game features {self.game_features} but some returned no "
-                f"labels in info[{GAME_FEATURES_INFO_KEY!r}] (envs: {missing})"
-            )
+        labels = _from_every_env(
+            info, GAME_FEATURES_INFO_KEY, f"were built with game features {self.game_features} but some returned no labels"
+        )
         shape = (self.num_envs, len(self.game_features))
         if np.shape(labels) != shape:
             raise EnvError(f"game-feature labels of shape {np.shape(labels)}, expected {shape} ({self.game_features})")
@@ -473,6 +465,16 @@ def _kill_orphans(processes: list[tuple[int, str]]) -> None:
                 os.kill(pid, signal.SIGKILL)
         except (OSError, IndexError):
             pass
+
+
+def _from_every_env(info: dict[str, Any], key: str, problem: str) -> Any:
+    """``info[key]`` as gymnasium's vector env stacks it, refused with an `EnvError` naming the envs
+    that left it out (``problem`` says what the envs were asked for)."""
+    values, present = info.get(key), info.get("_" + key)
+    if values is None or present is None or not np.all(present):
+        missing = "all" if present is None else np.flatnonzero(~np.asarray(present)).tolist()
+        raise EnvError(f"the envs {problem} in info[{key!r}] (envs: {missing})")
+    return values
 
 
 def _unstack_record(records: Any, index: int) -> dict[str, Any]:
