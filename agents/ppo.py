@@ -24,8 +24,8 @@ the loss (Lample & Chaplot 2017). Acting never runs the head.
 With a teacher (``with_teacher``, train.py's ``--teacher aimer``) the rollout also keeps the
 action the env's scripted teacher advised for each stored observation (-1: none), and each
 minibatch adds ``teacher_coef`` (annealed linearly to 0 over ``teacher_anneal_steps`` env steps)
-times the cross-entropy of the policy against the advised action, summed over advised rows and
-divided by all rows: Kickstarting's distillation term (Schmitt et al. 2018, eq. 2) with a teacher
+times the mean cross-entropy of the policy against the advised action over the advised rows:
+Kickstarting's distillation term (Schmitt et al. 2018, eq. 2) with a teacher
 whose policy puts all its mass on one action, on the student's own trajectories. The advice
 arrives with its observation as the labels do (`observe_first`, ``result.teacher_actions``).
 """
@@ -221,14 +221,15 @@ def teacher_loss(logits: torch.Tensor, advice: torch.Tensor) -> tuple[torch.Tens
     """``(loss, agreement, advised fraction)`` of a minibatch against a teacher's advice.
 
     ``advice`` (B,) holds the advised action of each row, -1 where the teacher had none. The loss
-    is the cross-entropy -log pi(advised action) summed over advised rows and divided by all B
-    rows, so that it weighs each step alike, as the RL terms do; the agreement is the fraction
-    of advised rows where the policy's most likely action is the advised one (0 with none)."""
+    is the mean cross-entropy -log pi(advised action) over the advised rows (0 with none): its
+    weight does not shrink where the teacher rarely has advice (a deathmatch agent sees a bot on
+    ~5% of its frames, a defend-the-center one on ~50%). The agreement is the fraction of advised
+    rows where the policy's most likely action is the advised one (0 with none)."""
     advised = advice >= 0
     target = advice.clamp(min=0)
     cross_entropy = F.cross_entropy(logits, target, reduction="none")
     count = advised.sum()
-    loss = (cross_entropy * advised).sum() / advice.numel()
+    loss = (cross_entropy * advised).sum() / count.clamp(min=1)
     agreement = ((logits.argmax(-1) == target) & advised).sum() / count.clamp(min=1)
     return loss, agreement.float(), count.float() / advice.numel()
 
