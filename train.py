@@ -400,7 +400,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
         pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
         overlap = cfg.overlap and agent.off_policy
         obs = envs.reset(seed=seed)
-        agent.observe_first(obs, envs.labels, envs.teacher_actions)  # what the envs report with obs, None when off
+        agent.observe_first(obs, envs.labels, envs.advice)  # what the envs report with obs, None when off
         try:
             with _stop_signals_as_interrupts():
                 while global_step < cfg.total_steps:

@@ -15,7 +15,7 @@ The contract is shaped for what comes next, so that it need not change then:
   through ``observe_first`` (as dm-acme's ``Actor.observe_first``). With game features
   (train.py's ``--game-features``) the agent keeps ``result.labels`` until it stores
   ``result.obs`` at the next ``observe``, so the labels stored with each observation are its own;
-  a teacher's advice (``--teacher``, ``result.teacher_actions``) travels the same way;
+  a teacher's advice (``--teacher``, ``result.advice``) travels the same way;
 * ``update`` is the one place where gradients are computed and applied, where data-parallel
   ranks will average them;
 * ``act`` takes a batch of observations and returns one action per row: nothing ties the
@@ -47,10 +47,10 @@ class Agent(Protocol):
         ...
 
     def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None,
-                      teacher_actions: torch.Tensor | None = None) -> None:
+                      advice: torch.Tensor | None = None) -> None:
         """The envs were reset and ``obs`` (N, C, H, W) starts an episode in each; ``labels`` and
-        ``teacher_actions`` are what the env reports with it (``envs.labels``: game-feature labels
-        (N, F); ``envs.teacher_actions``: a teacher's advised actions (N,); each None when off).
+        ``advice`` are what the env reports with it (``envs.labels``: game-feature labels
+        (N, F); ``envs.advice``: a teacher's advice (N,); each None when off).
         Called after every ``envs.reset()`` of a training loop, before the next `act`."""
         ...
 

@@ -340,12 +340,12 @@ class DQNAgent:
         return self._explore(q.argmax(dim=1), epsilon)
 
     def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None,
-                      teacher_actions: torch.Tensor | None = None) -> None:
+                      advice: torch.Tensor | None = None) -> None:
         """The envs were reset: ``obs`` starts an episode in every env (the replay cuts the episodes
         it was storing, see `ReplayBuffer.break_streams`); ``labels`` are its game-feature labels
         (``envs.labels``), stored with ``obs`` at the next `observe`. A recurrent core starts every
-        env from zeros. DQN learns from no teacher: envs that advise (``teacher_actions``) are refused."""
-        if teacher_actions is not None:
+        env from zeros. DQN learns from no teacher: envs that advise (``advice``) are refused."""
+        if advice is not None:
             raise PixelplayError("DQN does not learn from a teacher's advice (--teacher is for ppo and a2c)")
         self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
         if self._replay is not None:

@@ -22,12 +22,13 @@ after ``envs.reset()``), those of each later one in the `StepResult` that brough
 the loss (Lample & Chaplot 2017). Acting never runs the head.
 
 With a teacher (``with_teacher``, train.py's ``--teacher aimer``) the rollout also keeps the
-action the env's scripted teacher advised for each stored observation (-1: none), and each
-minibatch adds ``teacher_coef`` (annealed linearly to 0 over ``teacher_anneal_steps`` env steps)
-times the mean cross-entropy of the policy against the advised action over the advised rows:
-Kickstarting's distillation term (Schmitt et al. 2018, eq. 2) with a teacher
-whose policy puts all its mass on one action, on the student's own trajectories. The advice
-arrives with its observation as the labels do (`observe_first`, ``result.teacher_actions``).
+actions the env's scripted teacher advised for each stored observation (a bitmask; 0: none), and
+each minibatch adds ``teacher_coef`` (annealed linearly to 0 over ``teacher_anneal_steps`` env
+steps) times the mean over the advised rows of -log pi(advised set), the policy's log-probability
+of taking one of the advised actions: Kickstarting's distillation term (Schmitt et al. 2018, eq. 2)
+for a teacher that only says which of the actions it would accept (the aimer advises a turn and a
+trigger, whatever the legs do), on the student's own trajectories. The advice
+arrives with its observation as the labels do (`observe_first`, ``result.advice``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch.distributions import Categorical
 
 from pixelplay.agents.agent import checked_labels
@@ -60,7 +60,7 @@ class ActorCriticConfig(MemoryConfig):
     """What PPO and A2C share beyond the network: the weight of a teacher's advice."""
 
     teacher_coef: float = bounded(1.0, low=0.0)
-    """with --teacher: weight of the cross-entropy towards the teacher's advised action (Kickstarting, Schmitt et al. 2018)"""
+    """with --teacher: weight of -log pi(advised actions) on frames with advice (Kickstarting, Schmitt et al. 2018)"""
     teacher_anneal_steps: int = bounded(0, low=0)
     """with --teacher: env steps over which teacher_coef falls linearly to 0 (0: it stays constant)"""
 
@@ -220,17 +220,18 @@ def actor_critic_loss(
 def teacher_loss(logits: torch.Tensor, advice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(loss, agreement, advised fraction)`` of a minibatch against a teacher's advice.
 
-    ``advice`` (B,) holds the advised action of each row, -1 where the teacher had none. The loss
-    is the mean cross-entropy -log pi(advised action) over the advised rows (0 with none): its
-    weight does not shrink where the teacher rarely has advice (a deathmatch agent sees a bot on
-    ~5% of its frames, a defend-the-center one on ~50%). The agreement is the fraction of advised
-    rows where the policy's most likely action is the advised one (0 with none)."""
-    advised = advice >= 0
-    target = advice.clamp(min=0)
-    cross_entropy = F.cross_entropy(logits, target, reduction="none")
+    ``advice`` (B,) holds each row's advised actions as a bitmask (bit ``a``: action ``a``), 0 where
+    the teacher had none. The loss is the mean over the advised rows of -log sum over the advised
+    actions of pi(a) (0 with none): its weight does not shrink where the teacher rarely has advice
+    (a deathmatch agent sees a bot on ~5% of its frames, a defend-the-center one on ~50%). The
+    agreement is the fraction of advised rows where the policy's most likely action is advised."""
+    bits = torch.arange(logits.shape[-1], device=logits.device)
+    allowed = (advice.unsqueeze(-1) >> bits) & 1 == 1
+    advised = allowed.any(-1)
+    log_prob = torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), -1) - torch.logsumexp(logits, -1)
     count = advised.sum()
-    loss = (cross_entropy * advised).sum() / count.clamp(min=1)
-    agreement = ((logits.argmax(-1) == target) & advised).sum() / count.clamp(min=1)
+    loss = -torch.where(advised, log_prob, torch.zeros_like(log_prob)).sum() / count.clamp(min=1)
+    agreement = (allowed.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1) & advised).sum() / count.clamp(min=1)
     return loss, agreement.float(), count.float() / advice.numel()
 
 
@@ -307,7 +308,7 @@ class PPOAgent:
         self._labels: torch.Tensor | None = None
         """with game features: the labels (N, F) of the observations the next `observe` stores"""
         self._advice: torch.Tensor | None = None
-        """with a teacher: its advised actions (N,) for the observations the next `observe` stores"""
+        """with a teacher: its advice (N,) for the observations the next `observe` stores"""
         if self.recurrent:
             self._state = self.net.initial_state(num_envs, self.device)
 
@@ -354,13 +355,13 @@ class PPOAgent:
         return _fp32(logits), _fp32(value), None if feature_logits is None else _fp32(feature_logits)
 
     def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None,
-                      teacher_actions: torch.Tensor | None = None) -> None:
+                      advice: torch.Tensor | None = None) -> None:
         """The envs were reset: ``obs`` starts an episode in every env; ``labels`` are its game-feature
-        labels (``envs.labels``) and ``teacher_actions`` its teacher's advice (``envs.teacher_actions``),
+        labels (``envs.labels``) and ``advice`` its teacher's advice (``envs.advice``),
         which the rollout stores with ``obs`` at the next `observe`. A recurrent core starts every
         env from zeros."""
         self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
-        self._advice = self._checked_advice(teacher_actions)
+        self._advice = self._checked_advice(advice)
         if self.recurrent:
             self._state = self.net.initial_state(self.num_envs, self.device)
 
@@ -428,7 +429,7 @@ class PPOAgent:
             self._state = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
         self._next_obs = result.obs
         self._labels = checked_labels(result.labels, self.num_envs, self.num_game_features)  # result.obs's
-        self._advice = self._checked_advice(result.teacher_actions)
+        self._advice = self._checked_advice(result.advice)
         self._pending = None
 
     def _checked_advice(self, advice: torch.Tensor | None) -> torch.Tensor | None:
@@ -440,7 +441,7 @@ class PPOAgent:
             got = "none" if advice is None else f"shape {tuple(advice.shape)}"
             raise PixelplayError(f"the agent learns from a teacher but got {got} advice for {self.num_envs} envs: "
                                  "build the envs with the teacher, and call observe_first(obs, envs.labels, "
-                                 "envs.teacher_actions) after envs.reset()")
+                                 "envs.advice) after envs.reset()")
         return advice
 
     def ready(self, step: int) -> bool:
@@ -501,7 +502,7 @@ class PPOAgent:
                     bce, accuracy = game_feature_loss(feature_logits, batch.labels)
                     stats = [terms.total + cfg.game_feature_coef * bce, *stats[1:], bce, accuracy]
                 if self.with_teacher:  # Kickstarting's distillation towards the advised actions
-                    distill, agreement, advised = teacher_loss(logits, batch.teacher_action)
+                    distill, agreement, advised = teacher_loss(logits, batch.advice)
                     stats = [stats[0] + teacher_weight * distill, *stats[1:], distill, agreement, advised]
                 self.optimizer.zero_grad(set_to_none=True)
                 stats[0].backward()

@@ -9,7 +9,8 @@ with the done flags that is all an update needs to re-run every env's sequence f
 
 With game features (``num_labels`` > 0) it also keeps the labels of each stored observation,
 bool (T, N, F), for the game-feature head's loss; without them no such tensor exists. With a
-teacher (``with_teacher``) it keeps the advised action of each stored observation, int64 (T, N).
+teacher (``with_teacher``) it keeps the advice (a bitmask of advised actions) of each stored
+observation, int64 (T, N).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class RolloutBatch(NamedTuple):
     labels: torch.Tensor | None = None
     """with game features only, float32 (B, F), 0.0 or 1.0: the game-feature labels of ``obs``,
     row for row"""
-    teacher_action: torch.Tensor | None = None
-    """with a teacher only, int64 (B,): the action it advised for ``obs``, row for row (-1: none)"""
+    advice: torch.Tensor | None = None
+    """with a teacher only, int64 (B,): its advice for ``obs``, row for row: a bitmask of the advised
+    actions (0: none)"""
 
 
 def compute_gae(
@@ -103,27 +105,27 @@ class RolloutStorage:
         """with game features: bool (T, N, F), the labels of ``obs[t]`` (0/1 labels stored as bools)"""
         if num_labels > 0:
             self.labels = torch.zeros((num_steps, num_envs, num_labels), dtype=torch.bool, device=device)
-        self.teacher_actions = None
-        """with a teacher: int64 (T, N), the action advised for ``obs[t]`` (-1: none)"""
+        self.advice = None
+        """with a teacher: int64 (T, N), the advice for ``obs[t]`` (bitmask of advised actions, 0: none)"""
         if with_teacher:
-            self.teacher_actions = torch.full((num_steps, num_envs), -1, dtype=torch.long, device=device)
+            self.advice = torch.zeros((num_steps, num_envs), dtype=torch.long, device=device)
         self.step = 0
 
     @property
     def full(self) -> bool:
         return self.step == self.num_steps
 
-    def add(self, obs, action, logprob, value, reward, done, state=None, labels=None, teacher_actions=None) -> None:
+    def add(self, obs, action, logprob, value, reward, done, state=None, labels=None, advice=None) -> None:
         """Store step t; ``state`` (recurrent) is the core state the envs acted from, kept at t = 0;
-        ``labels`` (with game features) the float (N, F) 0/1 labels of ``obs``; ``teacher_actions``
-        (with a teacher) the (N,) actions advised for ``obs``."""
+        ``labels`` (with game features) the float (N, F) 0/1 labels of ``obs``; ``advice``
+        (with a teacher) the (N,) advice bitmasks for ``obs``."""
         t = self.step
         if t == 0 and self.initial_state is not None:
             self.initial_state.copy_(state)
         if self.labels is not None:
             self.labels[t].copy_(labels > 0.5)
-        if self.teacher_actions is not None:
-            self.teacher_actions[t].copy_(teacher_actions)
+        if self.advice is not None:
+            self.advice[t].copy_(advice)
         self.obs[t].copy_(obs)
         self.actions[t].copy_(action)
         self.logprobs[t].copy_(logprob)
@@ -150,13 +152,13 @@ class RolloutStorage:
             returns.reshape(total),
         )
         labels = None if self.labels is None else self.labels.reshape(total, -1)
-        advice = None if self.teacher_actions is None else self.teacher_actions.reshape(total)
+        advice = None if self.advice is None else self.advice.reshape(total)
         order = torch.randperm(total, device=self.obs.device, generator=generator)
         for start in range(0, total, minibatch_size):
             index = order[start : start + minibatch_size]
             yield RolloutBatch(
                 *(tensor[index] for tensor in flat), labels=None if labels is None else labels[index].float(),
-                teacher_action=None if advice is None else advice[index],
+                advice=None if advice is None else advice[index],
             )
 
     def sequences(
@@ -186,7 +188,7 @@ class RolloutStorage:
                 first=first[:, index],
                 state=self.initial_state[:, index],
                 labels=None if self.labels is None else self.labels[:, index].reshape(-1, self.labels.shape[-1]).float(),
-                teacher_action=None if self.teacher_actions is None else self.teacher_actions[:, index].reshape(-1),
+                advice=None if self.advice is None else self.advice[:, index].reshape(-1),
             )
 
     def clear(self) -> None:

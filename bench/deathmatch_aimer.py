@@ -21,20 +21,23 @@ import time
 import numpy as np
 
 from pixelplay.envs import make_env
-from pixelplay.envs.doom_teacher import NO_ADVICE
-from pixelplay.envs.vec import EPISODE_INFO_KEY, TEACHER_INFO_KEY
+from pixelplay.envs.doom_teacher import NO_ADVICE, AimerTeacher
+from pixelplay.envs.vec import EPISODE_INFO_KEY
 
 
 def play(minutes: float, bots: int, seed: int) -> dict:
     """One match of the aimer against ``bots`` bots; its record (kills, deaths...)."""
+    # teacher="aimer": the labels buffer on (and the advice in info, unused: the aimer plays here)
     env = make_env("doom-deathmatch", seed=seed, training=False, episode_minutes=minutes, bots=bots, teacher="aimer")
+    aimer = AimerTeacher(env.action_names)
     index = {name: i for i, name in enumerate(env.action_names)}
     rng = np.random.default_rng(seed)
     plan: list[int] = []
-    _, info = env.reset(seed=seed)
+    env.reset(seed=seed)
     try:
         while True:
-            choice = info[TEACHER_INFO_KEY]
+            state = env.game.get_state()
+            choice = aimer.action(state.labels, state.labels_buffer)
             if choice != NO_ADVICE:
                 plan = []
             else:

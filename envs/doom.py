@@ -22,9 +22,10 @@ the step that ends an episode, so the kill that ends a ``basic`` episode is lost
   where an object of that kind (`GAME_FEATURES`: an enemy, a medikit...) is visible in its
   newest frame, read from ViZDoom's labels buffer: the training targets of Lample & Chaplot's
   "game feature augmentation" (AAAI 2017). See `GameFeatureLabeller`;
-* a teacher's advice (option ``teacher``, off by default): ``info[TEACHER_INFO_KEY]`` from
-  ``reset`` and every ``step`` holds the action a scripted teacher advises for the observation
-  returned, or -1 where it has none (`envs.doom_teacher`: the label aimer, for kickstarting).
+* a teacher's advice (option ``teacher``, off by default): ``info[ADVICE_INFO_KEY]`` from
+  ``reset`` and every ``step`` holds the actions a scripted teacher advises for the observation
+  returned, as a bitmask over the action set, 0 where it has none (`envs.doom_teacher`: the
+  label aimer, for kickstarting).
 
 The scenarios are data in `envs.scenarios`; `DoomSettings` is one env's scenario as overridden by
 the caller's options, checked once. `make_doom_vec` (called by `envs.make_vec_env`) puts
@@ -64,7 +65,7 @@ from pixelplay.envs.scenarios import (
     scenario_name,
 )
 from pixelplay.envs.spec import DOOM, EnvSpec
-from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, TEACHER_INFO_KEY, GymVecEnv
+from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, ADVICE_INFO_KEY, GymVecEnv
 
 __all__ = [
     # The scenario table lives in envs.scenarios; these names stay importable from here.
@@ -254,7 +255,7 @@ class DoomSettings:
     """label each observation with these `GAME_FEATURES` (e.g. ("enemy",), or "enemy,health"),
     in ``info[GAME_FEATURES_INFO_KEY]``; empty (default): no labels, and no labels buffer"""
     teacher: str = "none"
-    """a scripted teacher's advised action for each observation, in ``info[TEACHER_INFO_KEY]``
+    """a scripted teacher's advice for each observation (a bitmask of actions), in ``info[ADVICE_INFO_KEY]``
     (`envs.doom_teacher.TEACHERS`: aimer); none (default): no advice"""
 
     # ---- Rendering and recording
@@ -625,7 +626,7 @@ class DoomEnv(gym.Env):
             from pixelplay.envs.doom_teacher import AimerTeacher
 
             self._teacher = AimerTeacher(self.action_names)
-        self._advice = -1
+        self._advice = 0
         self.tracker = DoomStatsTracker()
         self.game = None
         self._episodes = 0
@@ -758,14 +759,14 @@ class DoomEnv(gym.Env):
         if self._labeller is not None:
             self._frame_features = self._labeller(state.labels, state.labels_buffer)
         if self._teacher is not None:
-            self._advice = self._teacher(state.labels, state.labels_buffer)
+            self._advice = self._teacher.advice(state.labels, state.labels_buffer)
 
     def _info(self) -> dict[str, Any]:
         info: dict[str, Any] = {}
         if self._labeller is not None:
             info[GAME_FEATURES_INFO_KEY] = self._frame_features.copy()
         if self._teacher is not None:
-            info[TEACHER_INFO_KEY] = self._advice
+            info[ADVICE_INFO_KEY] = self._advice
         return info
 
     def _push_frame(self, state) -> None:

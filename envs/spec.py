@@ -42,7 +42,7 @@ class EnvSpec:
     e.g. ``("enemy",)`` for ViZDoom's ``game_features`` option; empty when off (and for Atari).
     An agent sizes an auxiliary prediction head with ``len(spec.game_features)``."""
     teacher: str = "none"
-    """the scripted teacher advising an action for each observation (``StepResult.teacher_actions``):
+    """the scripted teacher advising actions for each observation (``StepResult.advice``):
     ``aimer`` with ViZDoom's ``teacher`` option (`envs.doom_teacher`); none when off (and for Atari)"""
 
     @property

@@ -20,9 +20,10 @@ backend quirks:
   ``EnvSpec.game_features`` names the F columns), or None for an env that has none.
   `VecEnv.labels` holds the labels of the observations last returned by ``reset`` *or* ``step``,
   so the first observations (from ``reset``) have theirs too;
-* ``teacher_actions`` (optional), likewise: int64 (N,), the action a scripted teacher advises
-  for each row of ``obs`` (-1: no advice), for kickstarting (ViZDoom's ``teacher`` option,
-  `envs.doom_teacher`); `VecEnv.teacher_actions` holds those of the last ``reset`` or ``step``.
+* ``advice`` (optional), likewise: int64 (N,), the actions a scripted teacher advises for
+  each row of ``obs`` as a bitmask over the action set (bit ``a`` set: action ``a`` is advised;
+  0: no advice), for kickstarting (ViZDoom's ``teacher`` option, `envs.doom_teacher`);
+  `VecEnv.advice` holds those of the last ``reset`` or ``step``.
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ float32 (F,) game-feature labels of the observation it returns, when it has game
 (`envs.doom.DoomEnv`'s ``game_features`` option); `GymVecEnv` gathers them into
 `StepResult.labels`."""
 
-TEACHER_INFO_KEY = "teacher_action"
+ADVICE_INFO_KEY = "teacher_advice"
 """Key under which a single env's ``info`` (from ``reset`` and from every ``step``) carries the
-action its teacher advises for the observation it returns (an int, -1 for none), when it has a
-teacher (`envs.doom.DoomEnv`'s ``teacher`` option); `GymVecEnv` gathers them into
-`StepResult.teacher_actions`."""
+actions its teacher advises for the observation it returns (an int bitmask over the action set,
+0 for none), when it has a teacher (`envs.doom.DoomEnv`'s ``teacher`` option); `GymVecEnv` gathers them into
+`StepResult.advice`."""
 
 
 class StepResult(NamedTuple):
@@ -81,9 +82,10 @@ class StepResult(NamedTuple):
     for the feature ``spec.game_features[j]`` (e.g. 1.0: an enemy is visible). They describe the
     frame ``obs`` ends on: for a finished env, the first frame of its new episode, as ``obs``
     (not ``final_obs``). None when the env has no game features (the default, and Atari)."""
-    teacher_actions: torch.Tensor | None = None
-    """int64 (N,): the action the env's teacher advises for ``obs``, row for row, -1 where it has
-    no advice; as ``labels``, for the frame ``obs`` ends on. None without a teacher (the default)."""
+    advice: torch.Tensor | None = None
+    """int64 (N,): the actions the env's teacher advises for ``obs``, row for row, as a bitmask
+    over the action set (bit ``a``: action ``a``), 0 where it has no advice; as ``labels``, for the
+    frame ``obs`` ends on. None without a teacher (the default)."""
 
 
 class VecEnv:
@@ -104,9 +106,9 @@ class VecEnv:
     """float32 (N, F): the labels of the observations that `reset` or `step` returned last (so,
     after ``obs = envs.reset()``, those of ``obs``; after a step, ``result.labels``). None when
     the env has no game features, and before the first reset."""
-    teacher_actions: torch.Tensor | None = None
-    """int64 (N,): the teacher's advice for the observations `reset` or `step` returned last (-1:
-    none); None without a teacher (`EnvSpec.teacher`), and before the first reset."""
+    advice: torch.Tensor | None = None
+    """int64 (N,): the teacher's advice (bitmasks of advised actions, 0: none) for the observations
+    `reset` or `step` returned last; None without a teacher (`EnvSpec.teacher`), and before the first reset."""
     _pending: np.ndarray | None = None
     """The actions of the step `step_async` started and `step_wait` has not finished."""
 
@@ -128,7 +130,7 @@ class VecEnv:
         """Reset every env; the first observations. Their labels, if any, are in `labels`."""
         obs = self._to_device(self._reset(seed))
         self.labels = self._labels_to_device()
-        self.teacher_actions = self._teacher_actions_to_device()
+        self.advice = self._advice_to_device()
         return obs
 
     def step(self, actions: torch.Tensor | np.ndarray) -> StepResult:
@@ -157,7 +159,7 @@ class VecEnv:
         # A step that is both (ViZDoom flags timeouts so) is a time limit, not a death.
         terminated = np.logical_and(terminated, np.logical_not(truncated))
         self.labels = labels = self._labels_to_device()
-        self.teacher_actions = teacher_actions = self._teacher_actions_to_device()
+        self.advice = advice = self._advice_to_device()
         return StepResult(
             obs=self._to_device(obs),
             reward=self._to_device(reward, torch.float32),
@@ -166,7 +168,7 @@ class VecEnv:
             final_obs=self._to_device(final_obs),
             episodes=episodes,
             labels=labels,
-            teacher_actions=teacher_actions,
+            advice=advice,
         )
 
     def _labels_to_device(self) -> torch.Tensor | None:
@@ -178,11 +180,11 @@ class VecEnv:
         for a backend without game features (this default: no cost, no tensor)."""
         return None
 
-    def _teacher_actions_to_device(self) -> torch.Tensor | None:
-        advice = self._latest_teacher_actions()
+    def _advice_to_device(self) -> torch.Tensor | None:
+        advice = self._latest_advice()
         return None if advice is None else self._to_device(advice, torch.int64)
 
-    def _latest_teacher_actions(self) -> np.ndarray | None:
+    def _latest_advice(self) -> np.ndarray | None:
         """int64 (N,): the teacher's advice for the observations `_reset` or the last step
         returned; None for a backend without a teacher (this default)."""
         return None
@@ -222,7 +224,7 @@ class GymVecEnv(VecEnv):
     ``reset`` and from every ``step``: with the same-step autoreset, a finished env's ``info``
     is its reset's, so its row describes the new episode's first frame, as ``obs`` does. With
     ``teacher``, each single env puts its teacher's advised action (an int, -1 for none) in
-    ``info[TEACHER_INFO_KEY]`` in the same way.
+    ``info[ADVICE_INFO_KEY]`` in the same way.
     """
 
     def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None,
@@ -301,14 +303,14 @@ class GymVecEnv(VecEnv):
     def _latest_labels(self) -> np.ndarray | None:
         return self._labels
 
-    def _latest_teacher_actions(self) -> np.ndarray | None:
+    def _latest_advice(self) -> np.ndarray | None:
         return self._advice
 
     def _gather_advice(self, info: dict[str, Any]) -> np.ndarray | None:
-        """The (N,) advised actions the single envs put in their ``info``; None without a teacher."""
+        """The (N,) advice bitmasks the single envs put in their ``info``; None without a teacher."""
         if not self.teacher:
             return None
-        advice = _from_every_env(info, TEACHER_INFO_KEY, "were built with a teacher but some returned no advice")
+        advice = _from_every_env(info, ADVICE_INFO_KEY, "were built with a teacher but some returned no advice")
         return np.asarray(advice, dtype=np.int64).reshape(self.num_envs)
 
     def _gather_labels(self, info: dict[str, Any]) -> np.ndarray | None:

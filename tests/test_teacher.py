@@ -3,7 +3,8 @@ target and action, the advice's way from the env to the rollout, the distillatio
 run option ``--teacher``.
 
 The fake env below draws frames with a cue (the left or the right half brighter) and a teacher
-that advises action 0 for "left", 1 for "right" and nothing (-1) on a third of the frames, drawn
+that advises action 0 for "left", either 1 or 2 for "right" (a bitmask of the advised actions, as
+the aimer leaves movement free) and nothing (0) on a third of the frames, drawn
 independently from frame to frame: advice stored with the wrong frame disagrees with it about
 half of the time, and a student that learns the advice learns a function of the frame.
 """
@@ -25,7 +26,7 @@ from pixelplay.agents.ppo import A2CAgent, A2CConfig, PPOAgent, PPOConfig, teach
 from pixelplay.envs import make_env, make_vec_env
 from pixelplay.envs.doom_teacher import ADVISE_FROM_PIXELS, NO_ADVICE, AimerTeacher, enemy_offset
 from pixelplay.envs.errors import EnvError, PixelplayError
-from pixelplay.envs.vec import TEACHER_INFO_KEY, StepResult
+from pixelplay.envs.vec import ADVICE_INFO_KEY, StepResult
 
 HW = (36, 36)  # the smallest size the Nature CNN tiles
 DEATHMATCH_ACTIONS = make_env("doom-deathmatch").action_names
@@ -68,6 +69,11 @@ def test_the_aimer_fires_when_centred_turns_and_fires_when_near_and_turns_when_f
     assert name == {-0.4: "TURN_LEFT", -0.1: "TURN_LEFT+ATTACK", 0.02: "ATTACK", 0.1: "TURN_RIGHT+ATTACK",
                     0.4: "TURN_RIGHT"}
     assert teacher.advise(None) == NO_ADVICE
+    # What a learner is taught: the same turn and trigger, with any movement.
+    near_left = teacher.mask(DEATHMATCH_ACTIONS.index("TURN_LEFT+ATTACK"))
+    assert {DEATHMATCH_ACTIONS[a] for a in range(len(DEATHMATCH_ACTIONS)) if near_left >> a & 1} == {
+        "TURN_LEFT+ATTACK", "MOVE_FORWARD+TURN_LEFT+ATTACK", "MOVE_BACKWARD+TURN_LEFT+ATTACK",
+        "MOVE_LEFT+TURN_LEFT+ATTACK", "MOVE_RIGHT+TURN_LEFT+ATTACK"}
     # Without combined actions (defend-the-center's three buttons) a near enemy gets a plain turn.
     plain = AimerTeacher(["TURN_LEFT", "TURN_RIGHT", "ATTACK"])
     assert [plain.advise(x) for x in (-0.1, 0.0, 0.1)] == [0, 2, 1]
@@ -90,17 +96,17 @@ def test_the_env_advises_exactly_where_an_enemy_big_enough_is_on_screen():
     """The advice of every step of a deathmatch, against a brute-force count of each frame's
     enemy pixels: advice where the largest covers >= 40 pixels (of 160x120), none elsewhere."""
     env = make_env("doom-deathmatch", seed=3, teacher="aimer")
-    forward = env.action_names.index("MOVE_FORWARD")
+    forward, turn = env.action_names.index("MOVE_FORWARD"), env.action_names.index("TURN_LEFT")
     advised = sizes = 0
     try:
         _, info = env.reset(seed=3)
         for step in range(600):
-            advice = info[TEACHER_INFO_KEY]
+            advice = info[ADVICE_INFO_KEY]
             pixels = _largest_enemy(env.game.get_state())
-            assert (advice != NO_ADVICE) == (pixels >= ADVISE_FROM_PIXELS), (advice, pixels)
-            advised, sizes = advised + (advice != NO_ADVICE), sizes + (0 < pixels < ADVISE_FROM_PIXELS)
-            # aim where advised, else run and turn now and then, to meet the bots
-            action = advice if advice != NO_ADVICE else forward if step % 20 < 15 else env.action_names.index("TURN_LEFT")
+            assert (advice != 0) == (pixels >= ADVISE_FROM_PIXELS), (advice, pixels)
+            advised, sizes = advised + (advice != 0), sizes + (0 < pixels < ADVISE_FROM_PIXELS)
+            # aim where advised (an advised action: the lowest bit), else run and turn now and then, to meet the bots
+            action = (advice & -advice).bit_length() - 1 if advice else forward if step % 20 < 15 else turn
             _, _, terminated, truncated, info = env.step(action)
             assert not (terminated or truncated)
     finally:
@@ -109,28 +115,28 @@ def test_the_env_advises_exactly_where_an_enemy_big_enough_is_on_screen():
 
 
 def test_doom_vec_envs_carry_the_advice_through_their_workers():
-    """Through the worker processes: int64 advice, an action of the env's set, only where the
+    """Through the worker processes: int64 advice, a mask of the env's actions, only where the
     "enemy" game feature (visible from 4 pixels) is 1."""
     with make_vec_env("doom-deathmatch", 2, seed=3, training=True, teacher="aimer", game_features=("enemy",)) as envs:
         assert envs.spec.teacher == "aimer"
         envs.reset(seed=3)
-        advice, seen, generator = [envs.teacher_actions], [envs.labels[:, 0]], torch.Generator().manual_seed(0)
+        advice, seen, generator = [envs.advice], [envs.labels[:, 0]], torch.Generator().manual_seed(0)
         for _ in range(100):
             result = envs.step(torch.randint(0, envs.num_actions, (2,), generator=generator))
-            advice.append(result.teacher_actions)
+            advice.append(result.advice)
             seen.append(result.labels[:, 0])
         advice, seen = torch.stack(advice), torch.stack(seen)
     assert advice.dtype == torch.int64 and advice.shape == (101, 2)
-    assert not bool(((advice >= 0) & (seen < 0.5)).any())
-    assert int(advice.max()) < len(DEATHMATCH_ACTIONS)
+    assert not bool(((advice != 0) & (seen < 0.5)).any())
+    assert int(advice.min()) >= 0 and int(advice.max()) < 2 ** len(DEATHMATCH_ACTIONS)
 
 
 def test_an_env_without_a_teacher_reports_no_advice():
     env = make_env("doom-defend-the-center")
     try:
         _, info = env.reset(seed=1)
-        assert TEACHER_INFO_KEY not in info
-        assert TEACHER_INFO_KEY not in env.step(0)[-1]
+        assert ADVICE_INFO_KEY not in info
+        assert ADVICE_INFO_KEY not in env.step(0)[-1]
     finally:
         env.close()
     with pytest.raises(EnvError, match="teacher must be one of"):
@@ -143,18 +149,18 @@ def test_an_env_without_a_teacher_reports_no_advice():
 
 def test_teacher_loss_matches_a_hand_computation():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5], [0.0, 3.0, 0.0], [1.0, 2.0, 3.0]])
-    advice = torch.tensor([0, -1, 2, 2])
+    advice = torch.tensor([0b001, 0, 0b101, 0b100])  # row 0: action 0; row 2: 0 or 2; row 3: 2; row 1: none
 
-    def nll(row, action):
-        return -(row[action] - math.log(sum(math.exp(v) for v in row)))
+    def nll(row, actions):
+        return -math.log(sum(math.exp(row[a]) for a in actions) / sum(math.exp(v) for v in row))
 
     rows = logits.tolist()
-    expected = (nll(rows[0], 0) + nll(rows[2], 2) + nll(rows[3], 2)) / 3  # the mean over advised rows
+    expected = (nll(rows[0], [0]) + nll(rows[2], [0, 2]) + nll(rows[3], [2])) / 3  # the mean over advised rows
     loss, agreement, advised = teacher_loss(logits, advice)
     assert float(loss) == pytest.approx(expected, rel=1e-6)
-    assert float(agreement) == pytest.approx(2 / 3)  # rows 0 and 3 pick the advised action, row 2 does not
+    assert float(agreement) == pytest.approx(2 / 3)  # rows 0 and 3 pick an advised action, row 2 (action 1) not
     assert float(advised) == pytest.approx(3 / 4)
-    loss, agreement, advised = teacher_loss(logits, torch.full((4,), -1))
+    loss, agreement, advised = teacher_loss(logits, torch.zeros(4, dtype=torch.long))
     assert float(loss) == 0.0 and float(agreement) == 0.0 and float(advised) == 0.0
 
 
@@ -169,21 +175,22 @@ def test_the_teacher_weight_anneals_linearly_to_zero():
 
 
 def frame_advice(frame: torch.Tensor) -> int:
-    """The fake teacher: 0 when the left half of the (c, H, W) frame is brighter, else 1."""
+    """The fake teacher's bitmask: action 0 when the left half of the (c, H, W) frame is brighter,
+    else action 1 or 2."""
     x = frame.float()
     w = x.shape[-1]
-    return int(x[..., : w // 2].mean() <= x[..., w // 2 :].mean())
+    return 0b001 if x[..., : w // 2].mean() > x[..., w // 2 :].mean() else 0b110
 
 
 class AdvisedEnv:
     """Random frames, one per observation, same-step autoreset, with advice as `VecEnv` reports
-    it: ``teacher_actions`` after ``reset``, ``result.teacher_actions`` after ``step``, each for
+    it: ``advice`` after ``reset``, ``result.advice`` after ``step``, each for
     the obs returned with it; a third of the frames (marked by a bright top-left pixel) unadvised."""
 
     def __init__(self, num_envs: int = 4, p_done: float = 0.1, seed: int = 0):
         self.num_envs, self.p_done = num_envs, p_done
         self.gen = torch.Generator().manual_seed(seed)
-        self.teacher_actions: torch.Tensor | None = None
+        self.advice: torch.Tensor | None = None
 
     def _frames(self) -> torch.Tensor:
         n, (h, w) = self.num_envs, HW
@@ -197,11 +204,11 @@ class AdvisedEnv:
 
     @staticmethod
     def advice_of(obs: torch.Tensor) -> torch.Tensor:
-        return torch.tensor([NO_ADVICE if int(o[0, 0, 0]) == 255 else frame_advice(o) for o in obs])
+        return torch.tensor([0 if int(o[0, 0, 0]) == 255 else frame_advice(o) for o in obs])
 
     def reset(self) -> torch.Tensor:
         obs = self._frames()
-        self.teacher_actions = self.advice_of(obs)
+        self.advice = self.advice_of(obs)
         return obs
 
     def step(self, action: torch.Tensor) -> StepResult:
@@ -209,9 +216,9 @@ class AdvisedEnv:
         done = torch.rand(n, generator=self.gen) < self.p_done
         final_obs, obs = self._frames(), self._frames()
         obs = torch.where(done.view(-1, 1, 1, 1), obs, final_obs)  # a finished env shows its new episode
-        self.teacher_actions = self.advice_of(obs)
+        self.advice = self.advice_of(obs)
         return StepResult(obs=obs, reward=torch.zeros(n), terminated=done, truncated=torch.zeros(n, dtype=torch.bool),
-                          final_obs=final_obs, episodes=[], teacher_actions=self.teacher_actions)
+                          final_obs=final_obs, episodes=[], advice=self.advice)
 
 
 def _agent(algo: str = "ppo", num_envs: int = 4, with_teacher: bool = True, **overrides) -> PPOAgent:
@@ -226,7 +233,7 @@ def _agent(algo: str = "ppo", num_envs: int = 4, with_teacher: bool = True, **ov
 def _play(agent, env: AdvisedEnv, steps: int, update: bool = True) -> list[dict]:
     """train.py's loop on the fake env."""
     obs = env.reset()
-    agent.observe_first(obs, None, env.teacher_actions)
+    agent.observe_first(obs, None, env.advice)
     metrics, step = [], 0
     for _ in range(steps):
         action = agent.act(obs, step)
@@ -246,11 +253,11 @@ def test_the_rollout_stores_the_advice_of_each_observation(memory):
     storage = agent.storage
     assert storage.full and bool(storage.dones.any()), "the rollout should cross episode ends"
     for t in range(storage.num_steps):
-        assert torch.equal(storage.teacher_actions[t], AdvisedEnv.advice_of(storage.obs[t])), t
+        assert torch.equal(storage.advice[t], AdvisedEnv.advice_of(storage.obs[t])), t
     zeros = torch.zeros(storage.num_steps, storage.num_envs)
     batches = list(storage.minibatches(zeros, zeros, 16) if memory == "none" else storage.sequences(zeros, zeros, 2))
     for batch in batches:
-        assert torch.equal(batch.teacher_action, AdvisedEnv.advice_of(batch.obs))
+        assert torch.equal(batch.advice, AdvisedEnv.advice_of(batch.obs))
 
 
 @torch.no_grad()
@@ -259,14 +266,14 @@ def _agreement(agent, seed: int = 99) -> float:
     env = AdvisedEnv(num_envs=256, seed=seed)
     obs = env.reset()
     logits = agent.net(obs)[0]
-    advised = env.teacher_actions >= 0
-    return float((logits.argmax(-1) == env.teacher_actions)[advised].float().mean())
+    advised = env.advice != 0
+    return float(((env.advice >> logits.argmax(-1)) & 1 == 1)[advised].float().mean())
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_the_student_learns_the_advice_from_the_teacher_term_alone(algo):
     """No reward, no value or entropy term: the teacher term alone trains the policy, and it
-    agrees with the teacher on > 90% of held-out advised frames (a chance policy: ~1/3)."""
+    agrees with the teacher on > 90% of held-out advised frames (a uniform policy: ~1/2)."""
     torch.manual_seed(0)
     agent = _agent(algo, num_envs=8, **({"num_steps": 8} if algo == "a2c" else {}))
     assert _agreement(agent) < 0.6
@@ -285,7 +292,7 @@ def test_a_zero_weight_teacher_changes_nothing():
         agent = _agent(with_teacher=with_teacher, teacher_coef=0.0, vf_coef=0.5, ent_coef=0.01)
         env = AdvisedEnv(seed=2)
         obs = env.reset()
-        agent.observe_first(obs, None, env.teacher_actions if with_teacher else None)
+        agent.observe_first(obs, None, env.advice if with_teacher else None)
         for step in range(32):
             action = agent.act(obs, step)
             result = env.step(action)
