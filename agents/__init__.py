@@ -80,7 +80,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # play) so a fight and its frag fall in one rollout for the truncated BPTT. The label aimer
         # teaches aiming (Kickstarting, Schmitt et al. 2018; envs/doom_teacher.py): without it the
         # kills stayed at 0.25-0.83 per 4-minute match over 621k steps, while the aimer itself
-        # earns 6.7 with these actions (bench/deathmatch_aimer.py); its weight falls to 0 over 5M steps.
+        # earns 6.7 with these actions (bench/deathmatch_aimer.py); with it, 2.09 over 400k-523k
+        # steps (python train.py --env doom-deathmatch --seed 1). Its weight falls to 0 over 5M steps.
         "doom-deathmatch": {
             "run": {"total_steps": 20_000_000, "game_features": ("enemy",), "teacher": "aimer"},
             "memory": "lstm",
