@@ -228,9 +228,11 @@ def teacher_loss(logits: torch.Tensor, advice: torch.Tensor) -> tuple[torch.Tens
     bits = torch.arange(logits.shape[-1], device=logits.device)
     allowed = (advice.unsqueeze(-1) >> bits) & 1 == 1
     advised = allowed.any(-1)
-    log_prob = torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), -1) - torch.logsumexp(logits, -1)
+    # An unadvised row allows every action: its log-probability is exactly 0, it adds nothing.
+    allowed_or_all = allowed | ~advised.unsqueeze(-1)
+    log_prob = torch.logsumexp(logits.masked_fill(~allowed_or_all, float("-inf")), -1) - torch.logsumexp(logits, -1)
     count = advised.sum()
-    loss = -torch.where(advised, log_prob, torch.zeros_like(log_prob)).sum() / count.clamp(min=1)
+    loss = -log_prob.sum() / count.clamp(min=1)
     agreement = (allowed.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1) & advised).sum() / count.clamp(min=1)
     return loss, agreement.float(), count.float() / advice.numel()
 

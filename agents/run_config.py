@@ -51,7 +51,7 @@ class RunConfig:
     game_features: tuple[str, ...] = ()
     """Doom only: learn to predict these game features on screen (enemy, health, weapon, ammo; comma-separated) with an auxiliary head, as Lample & Chaplot 2017 (weight: --game-feature-coef)"""
     teacher: str = bounded("none", choices=TEACHERS)
-    """Doom, ppo and a2c: a scripted teacher whose advised action the policy is pulled towards (Kickstarting, Schmitt et al. 2018; weight --teacher-coef, annealed over --teacher-anneal-steps): aimer turns to and shoots the most visible enemy, read from the labels buffer (envs/doom_teacher.py)"""
+    """Doom, ppo and a2c: a scripted teacher whose advised actions the policy is pulled towards (Kickstarting, Schmitt et al. 2018; weight --teacher-coef, annealed over --teacher-anneal-steps): aimer turns to and shoots the most visible enemy, read from the labels buffer (envs/doom_teacher.py)"""
     track: bool = True
     """log to Weights & Biases (offline unless WANDB_MODE says otherwise; no account needed)"""
     wandb_project: str = "pixelplay"

@@ -223,8 +223,8 @@ class GymVecEnv(VecEnv):
     float32 (F,) labels of the observation it returns in ``info[GAME_FEATURES_INFO_KEY]``, from
     ``reset`` and from every ``step``: with the same-step autoreset, a finished env's ``info``
     is its reset's, so its row describes the new episode's first frame, as ``obs`` does. With
-    ``teacher``, each single env puts its teacher's advised action (an int, -1 for none) in
-    ``info[ADVICE_INFO_KEY]`` in the same way.
+    ``teacher``, each single env puts its teacher's advice (an int bitmask of advised actions,
+    0 for none) in ``info[ADVICE_INFO_KEY]`` in the same way.
     """
 
     def __init__(self, env_fns, device: torch.device | str = "cpu", asynchronous: bool | None = None,
