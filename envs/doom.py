@@ -293,6 +293,10 @@ class DoomSettings:
     """deathmatch: the player's name in the match (default: AI, or AI<rank> for env rank > 0)"""
     colorset: int = 0
     """deathmatch: the player's colour (0-7)"""
+    bots_readd: str = "respawn"
+    """deathmatch host: when the bots are re-added (removebots, then addbot ``bots`` times):
+    ``respawn``, after each death of this player as well as at every new match, as glample/Arnold
+    does in training and evaluation alike; ``match``, at every new match only"""
 
     @classmethod
     def from_options(
@@ -338,7 +342,7 @@ class DoomSettings:
             (int, ("frame_skip", "frame_stack", "bots", "players", "port", "colorset")),
             (float, ("reward_scale", "connect_timeout")),
             (bool, ("grey", "render_native", "render_every_frame", "human", "join")),
-            (str, ("screen_resolution", "player_name")),
+            (str, ("screen_resolution", "player_name", "bots_readd")),
         ):
             for name in names:
                 put(name, kind(getattr(self, name)))
@@ -385,6 +389,8 @@ class DoomSettings:
             )
         if self.bots + self.players > 16:
             raise EnvError(f"a Doom match holds at most 16 players, got {self.players} + {self.bots} bots")
+        if self.bots_readd not in BOTS_READD:
+            raise EnvError(f"bots_readd must be one of {', '.join(BOTS_READD)}, got {self.bots_readd!r}")
         if not 1 <= self.port <= 65535:
             raise EnvError(f"port must be 1-65535, got {self.port}")
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,16}", self.player_name):
@@ -423,7 +429,10 @@ class DoomSettings:
 OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DoomSettings) if f.name != "scenario")
 """The option names `DoomEnv` and `make_doom_vec` accept: `DoomSettings`' fields (see their docs)."""
 
-_SEAT_OPTIONS = frozenset({"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset"})
+BOTS_READD = ("respawn", "match")
+"""The choices of the ``bots_readd`` option: after each death of the player, or per match only."""
+
+_SEAT_OPTIONS = frozenset({"bots", "players", "join", "port", "connect_timeout", "player_name", "colorset", "bots_readd"})
 """Options that only a deathmatch takes."""
 
 
@@ -670,8 +679,9 @@ class DoomEnv(gym.Env):
     def readd_bots(self) -> None:
         """Remove the built-in bots and add ``bots`` of them again; only a deathmatch host has bots.
 
-        A new map drops the bots, so every reset does this; glample/Arnold also does it after each
-        respawn of its agent when it evaluates, which the DOOM table can follow.
+        A new map drops the bots, so every reset does this; with ``bots_readd="respawn"`` (the
+        default) every death of the player does it too, as glample/Arnold's ``Game.initialize_game``
+        does on each respawn (src/doom/game.py), in training and in evaluation alike.
         """
         bots = self.settings.bots
         if self.game is None or not (self.is_host and bots):
@@ -919,6 +929,10 @@ class DoomEnv(gym.Env):
             self._push_frame(state)
             self._label_frame(state)
             info.update(self._info())
+            if stats.deaths > before.deaths and self.settings.bots_readd == "respawn":
+                # Fresh bots after each death, as the DOOM table's matches have them: an agent
+                # trained without them dies twice as often there (README, "Deathmatch").
+                self.readd_bots()
         return self._stack.copy(), float(reward), terminated, truncated, info
 
     def _play_tics(self, action) -> float:

@@ -35,6 +35,7 @@ from typing import Any
 
 from pixelplay.agents.config import bounded
 from pixelplay.envs import EnvSpec, env_spec, make_env
+from pixelplay.envs.doom import BOTS_READD
 from pixelplay.envs.doom_human import HUMAN_SCREENS, check_human_screen, controls_text
 from pixelplay.envs.errors import MissingDependencyError, PixelplayError
 from pixelplay.eval.baselines import (
@@ -85,7 +86,7 @@ class TableConfig:
     """a person plays in a ViZDoom window (needs a display) in the 'you' columns, beside the paper's humans: against the bots in single player, against the agent in multiplayer"""
     human_screen: str = bounded("640x480", choices=HUMAN_SCREENS)
     """the person's game window with --human (ViZDoom renders a person's game at this size in its own process; the agent's observations are unchanged)"""
-    bots_readd: str = bounded("respawn", choices=("respawn", "match"))
+    bots_readd: str = bounded("respawn", choices=BOTS_READD)
     """when the host re-adds the bots (removebots, then addbot n times): 'respawn' after each respawn of the agent, as glample/Arnold does, or 'match' once per match"""
     settings: tuple[str, ...] = ("single_player", "multiplayer")
     """which halves of the table to play"""
@@ -117,8 +118,8 @@ class TableConfig:
             raise PixelplayError("--matches and --human-matches must be at least 1")
         if self.retries < 0:
             raise PixelplayError(f"--retries must be >= 0, got {self.retries}")
-        if self.bots_readd not in ("respawn", "match"):
-            raise PixelplayError(f"--bots-readd must be respawn or match, got {self.bots_readd}")
+        if self.bots_readd not in BOTS_READD:
+            raise PixelplayError(f"--bots-readd must be one of {', '.join(BOTS_READD)}, got {self.bots_readd}")
         unknown = set(self.settings) - set(SETTING_LABELS)
         if unknown or not self.settings:
             raise PixelplayError(f"unknown setting(s) {sorted(unknown)}; choose from {', '.join(SETTING_LABELS)}")
@@ -163,6 +164,7 @@ def _env_options(cfg: TableConfig, policy: PolicySpec | None = None, **extra) ->
         "doom_skill": cfg.skill,
         "episode_timeout": cfg.tics,
         "connect_timeout": cfg.connect_timeout,
+        "bots_readd": cfg.bots_readd,
     }
     if policy is not None and policy.kind == "human":
         options.update(human_options(cfg))
@@ -183,8 +185,7 @@ def single_player_players(
 ) -> list[PlayerSpec]:
     """One player alone with ``cfg.bots`` built-in bots in its own game."""
     options = _env_options(cfg, policy, bots=cfg.bots, player_name=name)
-    readd = cfg.bots_readd == "respawn"
-    return [PlayerSpec(name, policy, TABLE_ENV, seed, options, readd_bots=readd, fault=fault)]
+    return [PlayerSpec(name, policy, TABLE_ENV, seed, options, fault=fault)]
 
 
 def multiplayer_players(
@@ -196,7 +197,7 @@ def multiplayer_players(
     host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0)
     guest = _env_options(cfg, opponent, join=True, port=port, player_name="opponent", colorset=3)
     return [
-        PlayerSpec("agent", agent, TABLE_ENV, seed, host, readd_bots=cfg.bots_readd == "respawn", fault=fault),
+        PlayerSpec("agent", agent, TABLE_ENV, seed, host, fault=fault),
         PlayerSpec("opponent", opponent, TABLE_ENV, seed + 500, guest),
     ]
 

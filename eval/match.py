@@ -10,7 +10,7 @@ replays such a match (same seed, fresh players) up to ``retries`` times and reco
 failure; a replayed match keeps only the statistics of its last, complete attempt.
 
 Players build their env with `envs.make_env` and read it only through `DoomEnv`'s public API
-(``stats``, ``episode_tic``, ``readd_bots``), so this module knows no game internals.
+(``stats``, ``episode_tic``), so this module knows no game internals.
 
 A multiplayer match is confined to the machine: ZDoom's network code binds the host's UDP port on
 every address (0.0.0.0), so ``-join 127.0.0.1`` alone would leave the port open to the network.
@@ -63,8 +63,6 @@ class PlayerSpec:
     """game and policy seed, the same on a replay"""
     env_options: dict[str, Any]
     """the env's options (`envs.doom.DoomSettings`): map, timeout, bots, the multiplayer seat"""
-    readd_bots: bool = False
-    """host only: re-add the bots after each respawn of this player (glample/Arnold's protocol)"""
     fault: str = ""
     """testing only: 'die' exits and 'hang' stops at step 20"""
     quiet: bool = True
@@ -118,7 +116,7 @@ def _player_main(spec: PlayerSpec, conn) -> None:
         conn.send(("progress", "starting the game" + (" (connecting the players)" if waiting else "")))
         obs, _ = env.reset(seed=spec.seed)
         conn.send(("progress", "playing, tic 0"))
-        steps, last_beat, deaths = 0, 0.0, 0
+        steps, last_beat = 0, 0.0
         while True:
             action = 0 if policy is None else int(policy.act(obs[None], [steps == 0])[0])
             obs, _, terminated, truncated, info = env.step(action)
@@ -129,11 +127,6 @@ def _player_main(spec: PlayerSpec, conn) -> None:
                 time.sleep(10**6)  # "hang": stop making progress
             if terminated or truncated:
                 break
-            if spec.readd_bots:
-                now_deaths = env.stats()["deaths"]
-                if now_deaths > deaths:  # the env has just respawned the player
-                    env.readd_bots()
-                deaths = now_deaths
             now = time.monotonic()
             if now - last_beat > 1.0:
                 conn.send(("progress", f"playing, tic {env.episode_tic}"))

@@ -242,10 +242,48 @@ def test_deathmatch_stats_and_native_render():
     stats = env.stats()
     assert set(stats) == set(STAT_KEYS) and stats["suicides"] <= stats["deaths"]
     assert env.episode_tic == start + 10 * env.frame_skip
-    env.readd_bots()  # what the DOOM table does after a respawn; the match goes on
+    env.readd_bots()  # what every reset (and, by default, every death) does; the match goes on
     env.step(0)
     assert env.episode_tic == start + 11 * env.frame_skip
     env.close()
+
+
+class _CommandSpy:
+    """A DoomGame whose console commands are recorded (its own attributes are read-only)."""
+
+    def __init__(self, game):
+        self.game, self.sent = game, []
+
+    def send_game_command(self, command):
+        self.sent.append(command)
+        return self.game.send_game_command(command)
+
+    def __getattr__(self, name):
+        return getattr(self.game, name)
+
+
+@pytest.mark.parametrize("bots_readd", ["respawn", "match"])
+def test_bots_readded_after_each_death(bots_readd):
+    # glample/Arnold re-adds the bots on each respawn of its agent, in training as in evaluation;
+    # the DOOM table's matches do it by default, so training does it too.
+    env = DoomEnv("deathmatch", seed=2, bots=2, episode_timeout=400, bots_readd=bots_readd)
+    env.reset()
+    spy = env.game = _CommandSpy(env.game)
+    for _ in range(3):
+        spy.game.send_game_command("kill")  # a suicide: the player dies and respawns at the next step
+        for _ in range(3):
+            env.step(0)
+    assert env.stats()["deaths"] == 3
+    readds = 3 if bots_readd == "respawn" else 0
+    assert spy.sent.count("removebots") == readds and spy.sent.count("addbot") == 2 * readds
+    env.close()
+
+
+def test_bots_readd_refused_outside_choices():
+    with pytest.raises(EnvError, match="bots_readd must be one of respawn, match"):
+        DoomEnv("deathmatch", bots_readd="never")
+    with pytest.raises(EnvError, match="only applies to the deathmatch"):
+        DoomEnv("basic", bots_readd="match")
 
 
 def test_record_lmp_replays(tmp_path):
