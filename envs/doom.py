@@ -922,6 +922,11 @@ class DoomEnv(gym.Env):
             }
             # ViZDoom has no state once an episode has finished: final_obs repeats the last frames.
         else:
+            if stats.deaths > before.deaths and self.settings.bots_readd == "respawn":
+                # While the player is dead: the bots join on the next tic at spawn points, and re-
+                # added after its respawn one often landed on it (a telefrag: half of the respawns
+                # on map02 with 8 bots). Now it respawns as far from them as it can.
+                self.readd_bots()
             if dead and deathmatch and not self.settings.human:
                 # Multiplayer continues after a death: respawn now (the stats re-base next step).
                 game.respawn_player()
@@ -929,10 +934,6 @@ class DoomEnv(gym.Env):
             self._push_frame(state)
             self._label_frame(state)
             info.update(self._info())
-            if stats.deaths > before.deaths and self.settings.bots_readd == "respawn":
-                # Fresh bots after each death, as the DOOM table's matches have them: an agent
-                # trained without them dies twice as often there (README, "Deathmatch").
-                self.readd_bots()
         return self._stack.copy(), float(reward), terminated, truncated, info
 
     def _play_tics(self, action) -> float:

@@ -279,6 +279,20 @@ def test_bots_readded_after_each_death(bots_readd):
     env.close()
 
 
+def test_readded_bots_never_telefrag_the_respawned_player():
+    # Bots join on the tic after addbot, at spawn points: re-added once the player has respawned,
+    # one often lands on it (a telefrag, in over half of the respawns on map02 with 8 bots).
+    # Re-added while it is dead, they are in the map when it respawns as far from them as it can.
+    env = DoomEnv("deathmatch", seed=4, bots=8, episode_timeout=2000)
+    env.reset()
+    for suicides in range(1, 11):
+        env.game.send_game_command("kill")
+        for _ in range(3):  # the death, then two steps in which nobody could have shot it dead
+            env.step(0)
+        assert env.stats()["deaths"] == suicides, f"a death right after respawn {suicides}"
+    env.close()
+
+
 def test_bots_readd_refused_outside_choices():
     with pytest.raises(EnvError, match="bots_readd must be one of respawn, match"):
         DoomEnv("deathmatch", bots_readd="never")
