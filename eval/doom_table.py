@@ -87,7 +87,7 @@ class TableConfig:
     human_screen: str = bounded("640x480", choices=HUMAN_SCREENS)
     """the person's game window with --human (ViZDoom renders a person's game at this size in its own process; the agent's observations are unchanged)"""
     bots_readd: str = bounded("respawn", choices=BOTS_READD)
-    """when the host re-adds the bots (removebots, then addbot n times): 'respawn' after each respawn of the agent, as glample/Arnold does, or 'match' once per match"""
+    """when the host re-adds the bots (removebots, then addbot n times): 'respawn' at each death of the agent, before it respawns (glample/Arnold re-adds them at each respawn; re-added after it, they can spawn onto it), or 'match' once per match"""
     settings: tuple[str, ...] = ("single_player", "multiplayer")
     """which halves of the table to play"""
     seed: int = bounded(1, low=0, high=2**31 - 1_000_000)
@@ -366,7 +366,7 @@ def protocol(cfg: TableConfig) -> dict[str, Any]:
                   f"-join 127.0.0.1 -port P (multiplayer)",
         **({"network": network_note(cfg.human)} if "multiplayer" in cfg.settings else {}),
         "bots": f"{cfg.bots} built-in bots in single player, {cfg.mp_bots} in multiplayer; removebots then addbot "
-                + ("after each respawn of the agent (Arnold)" if cfg.bots_readd == "respawn" else "once per match"),
+                + ("at each death of the agent, before its respawn (Arnold: at each respawn)" if cfg.bots_readd == "respawn" else "once per match"),
         "skill": cfg.skill,
         "minutes_per_match": cfg.minutes,
         "time_limit": "ViZDoom episode timeout (set_episode_timeout), not +timelimit",
