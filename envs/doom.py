@@ -295,8 +295,9 @@ class DoomSettings:
     """deathmatch: the player's colour (0-7)"""
     bots_readd: str = "respawn"
     """deathmatch host: when the bots are re-added (removebots, then addbot ``bots`` times):
-    ``respawn``, after each death of this player as well as at every new match, as glample/Arnold
-    does in training and evaluation alike; ``match``, at every new match only"""
+    ``respawn``, at every new match and at each death of this player, before it respawns (glample/
+    Arnold re-adds them at each respawn, in training and evaluation alike); ``match``, at every new
+    match only"""
 
     @classmethod
     def from_options(
