@@ -324,6 +324,8 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
     checkpoint = _on_rank_0(dist, lambda: load_resume_checkpoint(run_dir, cfg, dist.world_size)) if resuming else None
     seed = cfg.seed + 10_000 * rank
     seed_everything(seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
 
     with contextlib.ExitStack() as cleanup:
         env_options: dict[str, Any] = {"bots": cfg.bots} if cfg.bots else {}

@@ -74,6 +74,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "ent_coef": 1.6e-7,
             "max_grad_norm": 0.955,
         },
+        # The budgets at which the family's values were measured over seeds 1-3 (python train.py
+        # --env ENV --seed S, then python -m pixelplay.eval score RUN --episodes 20 --seed 1000):
+        # each ends well above the random policy; longer runs keep improving (Sample Factory's
+        # published defend_the_line models score ~35 after millions of steps).
+        "doom-defend-the-line": {"run": {"total_steps": 150_000}},
+        "doom-health-gathering": {"run": {"total_steps": 150_000}},
+        "doom-take-cover": {"run": {"total_steps": 200_000}},
+        "doom-deadly-corridor": {"run": {"total_steps": 200_000}},
         # Deathmatch against the built-in bots: an LSTM core (Arnold's DRQN keeps memory: a player
         # cannot see behind itself) and Arnold's "enemy on screen" game feature beside the RL loss
         # (Lample & Chaplot 2017, game feature augmentation). Rollouts of 128 steps (~15 s of

@@ -201,3 +201,15 @@ def test_a_run_that_ends_mid_rollout_keeps_its_model(tmp_path):
     assert load_checkpoint(run_dir)["global_step"] == 192
     assert train.main(["--resume", str(run_dir), "--total-steps", "256", "--no-track", "--no-progress"]) == 0
     assert [int(r["global_step"]) for r in _rows(run_dir / "metrics.csv")] == [64, 128, 192, 256]
+
+
+def test_threads_sizes_torchs_cpu_pool_and_is_recorded(tmp_path):
+    run_dir = tmp_path / "threads"
+    before = torch.get_num_threads()
+    try:
+        assert train.main(["--env", "doom-basic", "--num-envs", "1", "--total-steps", "64", "--threads", str(before + 1),
+                           "--run-dir", str(run_dir), "--no-track", "--no-progress", *SMALL_PPO]) == 0
+        assert torch.get_num_threads() == before + 1  # not torch's default, so the flag did it
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((run_dir / "config.json").read_text())["run"]["threads"] == before + 1
