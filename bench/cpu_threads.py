@@ -8,25 +8,26 @@ an intra-op pool (every convolution, every matmul) ends at a barrier that waits 
 pool's threads; when more runnable threads than cores compete (the workers, or other trainings),
 a thread that lost its core holds the barrier until the scheduler gives it one back, so a pool as
 wide as the machine pays a time slice where a single thread pays nothing. train.py already makes
-idle threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``); this measures what is left.
-With ``--concurrent N``, N identical trainings start together (several
-runs sharing one machine, as a seed sweep does) and the row gives each one's rate and their sum.
-Each setting trains PPO from scratch through the real CLI (``python train.py --threads T
---precision P``) and reports the median of train.py's per-update steps/s (first update excluded).
-Threads ``0`` is torch's default (one per core); the ratio column is against the first row, the
-peer. A benchmark, not a test: run it on an otherwise idle machine.
+idle threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``); this measures what is left. The
+large loss shows with bf16 autocast on AMX (two trainings at once ran 8.9x faster with one thread
+each); in fp32 the same pair gained 1.18x. With ``--concurrent N``, N identical trainings start
+together (several runs sharing one machine, as a seed sweep does) and the row gives each one's rate
+and their sum. Each setting trains PPO from scratch through the real CLI (``python train.py
+--threads T --precision P``) and reports the median of train.py's per-update steps/s (first update
+excluded). Threads ``0`` is torch's default (one per core); the ratio column is against the first
+row, the peer. A benchmark, not a test: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from scaling import run_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,12 +39,6 @@ def launch(run_dir: Path, args, threads: int, precision: str) -> subprocess.Pope
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def rate(run_dir: Path) -> float:
-    with open(run_dir / "metrics.csv", newline="") as handle:
-        rates = [float(row["charts/steps_per_second"]) for row in csv.DictReader(handle)]
-    return statistics.median(rates[1:] or rates)
-
-
 def measure(args, threads: int, precision: str, directory: Path) -> list[float]:
     runs = [directory / f"t{threads}_{precision}_{i}" for i in range(args.concurrent)]
     procs = [launch(run_dir, args, threads, precision) for run_dir in runs]
@@ -51,7 +46,7 @@ def measure(args, threads: int, precision: str, directory: Path) -> list[float]:
         _, err = proc.communicate()
         if proc.returncode:
             sys.exit(f"train.py failed (threads {threads}, precision {precision}):\n{err[-2000:]}")
-    return [rate(run_dir) for run_dir in runs]
+    return [run_rate(run_dir) for run_dir in runs]
 
 
 def main() -> None:

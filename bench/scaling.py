@@ -40,6 +40,12 @@ def run(ranks: int, args, directory: Path) -> float:
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), *train]
     subprocess.run(command, check=True, capture_output=True, text=True)
+    return run_rate(run_dir)
+
+
+def run_rate(run_dir: Path) -> float:
+    """A finished run's steps/s: the median of train.py's per-update figure, the first update
+    (start-up, first rollout) excluded."""
     with open(run_dir / "metrics.csv", newline="") as handle:
         rates = [float(row["charts/steps_per_second"]) for row in csv.DictReader(handle)]
     return statistics.median(rates[1:] or rates)
