@@ -74,8 +74,8 @@ class DoomScenario:
     google-research/episodic-curiosity, episodic_curiosity/oracle.py), for mazes whose only reward
     waits at the goal. The start's cell earns nothing."""
     exploration_cell: float = 64.0
-    """Side of an ``exploration_reward`` cell, in map units (a player is 32 wide; a random walk
-    enters ~16 cells of 64 in a 2,100-tic episode of my_way_home)."""
+    """Side of an ``exploration_reward`` cell, in map units (a player is 32 wide and runs ~25 per
+    4-tic step)."""
     reward_source: str = "game"
     """``game``: the scenario's own reward; ``frags``: the frag count's change (deathmatch)."""
     episode_timeout: int | None = None
