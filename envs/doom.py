@@ -455,7 +455,6 @@ def step_reward(
     scale: float | None = None,
     hits: float = 0.0,
     damage: float = 0.0,
-    new_cells: int = 0,
 ) -> float:
     """The reward of one agent step, from what happened during it.
 
@@ -466,9 +465,7 @@ def step_reward(
     gained while alive (a respawn's refill starts at health <= 0 and earns nothing; health is None
     for a scenario that does not track it). ``hits`` and ``damage`` are the rises of HITCOUNT and
     DAMAGECOUNT during the step (hits and damage dealt to others), rewarded with ``hit_reward`` and
-    ``damage_reward`` up to Sample Factory's caps (5 hits, 200 points per step). ``new_cells``
-    is the number of map cells the player entered for the first time this episode, rewarded with
-    ``exploration_reward``.
+    ``damage_reward`` up to Sample Factory's caps (5 hits, 200 points per step).
     """
     if not training:
         return raw
@@ -477,7 +474,6 @@ def step_reward(
     reward += scenario.object_reward * (after.objects - before.objects)
     reward += scenario.hit_reward * min(max(hits, 0.0), MAX_HITS_PER_STEP)
     reward += scenario.damage_reward * min(max(damage, 0.0), MAX_DAMAGE_PER_STEP)
-    reward += scenario.exploration_reward * new_cells
     if (
         scenario.health_reward
         and health_before is not None
@@ -629,12 +625,6 @@ class DoomEnv(gym.Env):
         )
         self._health_index = self._variables.index("HEALTH") if "HEALTH" in self._variables else None
         self._frag_index = self._variables.index("FRAGCOUNT") if "FRAGCOUNT" in self._variables else None
-        self._position_index = (
-            (self._variables.index("POSITION_X"), self._variables.index("POSITION_Y"))
-            if "POSITION_X" in self._variables
-            else None
-        )
-        self._visited_cells: set[tuple[int, int]] = set()
         self._stack = np.zeros(shape, np.uint8)
         self._screen: np.ndarray | None = None
         self._step_frames: list[np.ndarray] = []
@@ -774,19 +764,6 @@ class DoomEnv(gym.Env):
         get, vzd = self.game.get_game_variable, _vizdoom()
         return tuple(get(getattr(vzd.GameVariable, v)) for v in self._variables)
 
-    def _enter_cell(self, values: tuple[float, ...]) -> int:
-        """1 if the position in ``values`` lies in a cell of the exploration grid the player has not
-        entered yet this episode (then remembered), else 0; always 0 without the grid."""
-        if self._position_index is None:
-            return 0
-        size = self.scenario.exploration_cell
-        ix, iy = self._position_index
-        cell = (math.floor(values[ix] / size), math.floor(values[iy] / size))
-        if cell in self._visited_cells:
-            return 0
-        self._visited_cells.add(cell)
-        return 1
-
     def _label_frame(self, state) -> None:
         """The game features of ``state``'s frame (the observation's newest) and the teacher's
         advice for it, if asked for."""
@@ -872,8 +849,6 @@ class DoomEnv(gym.Env):
         state = game.get_state()
         values = self._read_variables(state)
         self._last = values
-        self._visited_cells = set()
-        self._enter_cell(values)
         self.tracker.reset(dict(zip(self._variables, values, strict=True)))
         self._raw_return = 0.0
         self._length = 0
@@ -932,7 +907,6 @@ class DoomEnv(gym.Env):
             scale=self.settings.reward_scale,
             hits=delta.get("HITCOUNT", 0.0),
             damage=delta.get("DAMAGECOUNT", 0.0),
-            new_cells=self._enter_cell(values),
         )
 
         terminated = truncated = False

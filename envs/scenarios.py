@@ -67,15 +67,6 @@ class DoomScenario:
     damage_reward: float = 0.0
     """Training shaping: reward per point of damage dealt to others (a rise of DAMAGECOUNT, at most
     200 counted per step, so one rocket does not outweigh a frag)."""
-    exploration_reward: float = 0.0
-    """Training shaping: reward per cell of an ``exploration_cell``-unit grid over the map that the
-    player enters for the first time in the episode: an episodic count bonus on the player's
-    position, the "grid oracle" of Savinov et al. 2019 (Episodic Curiosity through Reachability;
-    google-research/episodic-curiosity, episodic_curiosity/oracle.py), for mazes whose only reward
-    waits at the goal. The start's cell earns nothing."""
-    exploration_cell: float = 64.0
-    """Side of an ``exploration_reward`` cell, in map units (a player is 32 wide and runs ~25 per
-    4-tic step)."""
     reward_source: str = "game"
     """``game``: the scenario's own reward; ``frags``: the frag count's change (deathmatch)."""
     episode_timeout: int | None = None
@@ -103,17 +94,11 @@ class DoomScenario:
             raise ValueError("reward_source 'frags' needs FRAGCOUNT in game_variables")
         if not self.actions:
             raise ValueError("a scenario needs at least one action")
-        if self.exploration_cell <= 0:
-            raise ValueError(f"exploration_cell must be positive, got {self.exploration_cell}")
 
     @property
     def shaping_variables(self) -> tuple[str, ...]:
         """The game variables read only for the training reward (not for the statistics)."""
-        return (
-            (("HITCOUNT",) if self.hit_reward else ())
-            + (("DAMAGECOUNT",) if self.damage_reward else ())
-            + (("POSITION_X", "POSITION_Y") if self.exploration_reward else ())
-        )
+        return (("HITCOUNT",) if self.hit_reward else ()) + (("DAMAGECOUNT",) if self.damage_reward else ())
 
     @property
     def frame_channels(self) -> int:
@@ -184,9 +169,7 @@ SCENARIOS: dict[str, DoomScenario] = {
         reward_scale=0.01,
     ),
     # Find the vest in a maze: +1 on reaching it, -0.0001 per tic; 2100 tics. Sparse: colour
-    # helps tell the rooms apart. Sample Factory: scale 1. Training adds the grid oracle's
-    # episodic bonus (see exploration_reward): 0.005 per new 64-unit cell, so that a random walk's
-    # ~16 cells earn 0.08 and the whole map (~930 x 800 units) less than the vest.
+    # helps tell the rooms apart. Sample Factory: scale 1.
     "my_way_home": DoomScenario(
         config="my_way_home.cfg",
         actions=(
@@ -200,7 +183,6 @@ SCENARIOS: dict[str, DoomScenario] = {
             ("MOVE_RIGHT",),
         ),
         grey=False,
-        exploration_reward=0.005,
     ),
     # Dodge fireballs: +1 per tic alive, ends on death (no cfg timeout). x0.01 as for the other
     # +1-per-tic scenario (gathering), so a step is worth 0.04.

@@ -74,52 +74,6 @@ def test_training_reward_is_the_scaled_scenario_reward_plus_shaping_worked_by_ha
     basic = SCENARIOS["basic"]  # x0.01 and no shaping: a step worth 101 trains on 1.01
     assert step_reward(basic, 101.0, training=True, health_before=100.0, health_after=100.0, **same) == pytest.approx(1.01)
 
-    maze = SCENARIOS["my_way_home"]  # scale 1, +0.005 per grid cell first entered in the episode
-    # A 4-tic step (-0.0001 each) into a new cell: -0.0004 + 0.005 = 0.0046; evaluation: -0.0004.
-    assert step_reward(maze, -0.0004, training=True, new_cells=1, **none) == pytest.approx(0.0046)
-    assert step_reward(maze, -0.0004, training=False, new_cells=1, **none) == pytest.approx(-0.0004)
-
-
-def test_my_way_home_training_adds_a_bonus_per_grid_cell_first_entered_in_the_episode():
-    import vizdoom
-
-    env = DoomEnv("my_way_home")
-    scenario = env.scenario
-    living = 4 * -0.0001  # the cfg's living reward over a 4-tic step
-    assert scenario.exploration_reward > 0
-
-    def cell():  # the player's cell, read from the engine, not from the env's variables
-        get = env.game.get_game_variable
-        x, y = get(vizdoom.GameVariable.POSITION_X), get(vizdoom.GameVariable.POSITION_Y)
-        return (int(np.floor(x / scenario.exploration_cell)), int(np.floor(y / scenario.exploration_cell)))
-
-    actions = [4] * 6 + [1] * 25 + [5] * 12 + [2] * 25  # turn at rest, then walk
-    try:
-        paid = []
-        for _ in range(2):  # the same episode twice: the visited cells start afresh each time
-            env.reset(seed=1)
-            visited, bonuses = [cell()], []
-            for action in actions:
-                _, reward, terminated, truncated, _ = env.step(action)
-                assert not (terminated or truncated)
-                new = cell() not in visited
-                if new:
-                    visited.append(cell())
-                assert reward - living == pytest.approx(scenario.exploration_reward * new, abs=1e-6)
-                bonuses.append(new)
-            assert sum(bonuses) >= 4  # it walked into new cells, and turning in place paid nothing
-            assert not any(bonuses[:6])
-            paid.append(bonuses)
-        assert paid[0] == paid[1]
-    finally:
-        env.close()
-    evaluation = DoomEnv("my_way_home", training=False)
-    try:  # evaluation scores the scenario's own reward alone
-        evaluation.reset(seed=1)
-        assert all(evaluation.step(a)[1] == pytest.approx(living) for a in actions)
-    finally:
-        evaluation.close()
-
 
 def test_settings_are_the_scenarios_fields_overridden_by_the_options():
     dm = SCENARIOS["deathmatch"]
