@@ -50,6 +50,12 @@ def save_untrained_checkpoint(path: Path, algo: str = "ppo", env: str = "doom-ba
 
 
 @pytest.fixture
+def env_shape():
+    """``env_shape(env) -> (obs_shape, num_actions)`` of an env id, without building the env."""
+    return _env_shape
+
+
+@pytest.fixture
 def save_checkpoint():
     """``save_checkpoint(path, algo="ppo", env="doom-basic") -> path``: an untrained agent's
     checkpoint, saved the way train.py saves one (see `save_untrained_checkpoint`)."""

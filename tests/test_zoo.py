@@ -201,18 +201,14 @@ def test_the_zoo_ships_its_agents():
 
 
 @pytest.mark.parametrize("name", names())
-def test_a_shipped_agent_loads_and_fits_its_env(name):
-    from pixelplay.envs import env_spec
-    from pixelplay.envs.scenarios import SCENARIOS
-
+def test_a_shipped_agent_loads_and_fits_its_env(name, env_shape):
     folder = ZOO_DIR / name
     assert (folder / "agent.pt").stat().st_size < MAX_BYTES
     raw = torch.load(folder / "agent.pt", map_location="cpu", weights_only=True)
     assert raw["weights_only"] is True and "rng" not in raw
     assert set(raw["agent"]) == set(ALGOS[raw["algo"]].weights)
     agent, checkpoint = load_agent(name)
-    spec = env_spec(checkpoint["env_id"])
-    check_fits(checkpoint, SCENARIOS[spec.target].obs_shape, spec.num_actions)
+    check_fits(checkpoint, *env_shape(checkpoint["env_id"]))
     assert name == f"{checkpoint['env_id']}-{checkpoint['algo']}"
     config = json.loads((folder / "config.json").read_text())
     assert config["run"]["algo"] == checkpoint["algo"] and config["run"]["env"] == checkpoint["env_id"]
