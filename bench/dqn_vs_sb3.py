@@ -7,7 +7,8 @@ envs, batch 32, learning starts at 1k, target update every 1k): prints env steps
 each (the clock starts after the envs and buffers are built), the ratio, each replay's bytes per
 transition, pixelplay against the machine's two bounds measured in the same run (`bounds.py`:
 the network alone and the env alone), pixelplay again without overlapping the env step and the
-gradient steps (train.py ``--no-overlap``) and, on CUDA, each one's peak device memory. With several
+gradient steps (train.py ``--no-overlap``), with ``--cuda-graphs`` pixelplay acting from a
+captured CUDA graph (train.py ``--cuda-graphs``) and, on CUDA, each one's peak device memory. With several
 envs SB3 takes ``num_envs / 4`` gradient steps after each vector step (or one every ``4 / num_envs``
 vector steps), as pixelplay does. SB3 stores obs and next_obs as separate numpy stacks on the host
 and copies each minibatch to the device; pixelplay stores each frame once, on the device. A
@@ -41,13 +42,13 @@ def pixelplay_config(settings: dict):
 
 
 def bench_pixelplay(steps: int, num_envs: int, settings: dict, device: torch.device,
-                    backend: str, overlap: bool = True) -> tuple[float, float]:
+                    backend: str, overlap: bool = True, cuda_graphs: bool = False) -> tuple[float, float]:
     from pixelplay.agents.dqn import DQNAgent
     from pixelplay.envs import make_vec_env
 
     torch.manual_seed(0)
     envs = make_vec_env("breakout", num_envs, seed=0, device=device, backend=backend)
-    cfg = pixelplay_config(settings)
+    cfg = pixelplay_config({**settings, "cuda_graphs": cuda_graphs})
     agent = DQNAgent(cfg, envs.obs_shape, envs.num_actions, num_envs, steps, device, frame_stack=envs.frame_stack)
     bytes_per_transition = agent.replay.nbytes / cfg.buffer_size
     obs = envs.reset(seed=0)
@@ -125,6 +126,8 @@ def main() -> int:
                         "network alone and the env alone")
     parser.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
                         help="also time pixelplay without --overlap (the env step, then the gradient steps)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time pixelplay acting from a captured CUDA graph (a no-op off CUDA)")
     args = parser.parse_args()
     settings = {**SETTINGS, "buffer_size": args.buffer_size, "learning_starts": args.learning_starts}
     if args.num_envs < 1 or sb3_schedule(settings["train_frequency"], args.num_envs) is None:
@@ -149,6 +152,11 @@ def main() -> int:
         sequential, _ = bench_pixelplay(args.steps, args.num_envs, settings, device, args.backend, overlap=False)
         print(f"  --no-overlap:    {sequential:8.1f} steps/s{peak_memory(device)}; overlap gains "
               f"{ours / sequential:.2f}x", flush=True)
+    if args.cuda_graphs:
+        reset_peak_memory(device)
+        graphed, _ = bench_pixelplay(args.steps, args.num_envs, settings, device, args.backend, cuda_graphs=True)
+        print(f"  --cuda-graphs:   {graphed:8.1f} steps/s{peak_memory(device)}; graphs gain {graphed / ours:.2f}x",
+              flush=True)
     reset_peak_memory(device)
     theirs, theirs_bytes = bench_sb3(args.steps, args.num_envs, settings, device)
     print(f"stable-baselines3: {theirs:8.1f} steps/s, replay {theirs_bytes:9,.0f} bytes/transition{peak_memory(device)}")

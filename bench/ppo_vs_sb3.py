@@ -7,8 +7,8 @@ epochs of minibatch 256 (CleanRL / RL Zoo settings; ``--num-steps`` and ``--mini
 both sides, for a quick dry run), from scratch, on ``--device``, and the
 script prints each one's env steps per second (start-up excluded: the clock starts after the envs
 are built), the ratio, pixelplay against the machine's two bounds measured in the same run
-(`bounds.py`: the network alone and the env alone) and, on CUDA, each one's peak device memory.
-This is a benchmark, not a test: run it on an otherwise idle machine.
+(`bounds.py`: the network alone and the env alone), with ``--cuda-graphs`` pixelplay again acting
+from a captured CUDA graph, and, on CUDA, each one's peak device memory. This is a benchmark, not a test: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: both libraries run with it
 
@@ -43,11 +44,11 @@ def pixelplay_config(num_envs: int, precision: str, settings: dict = COMMON):
 
 
 def bench_pixelplay(steps: int, num_envs: int, settings: dict, backend: str, precision: str,
-                    device: torch.device) -> float:
+                    device: torch.device, cuda_graphs: bool = False) -> float:
     from pixelplay.agents.ppo import PPOAgent
     from pixelplay.envs import make_vec_env
 
-    cfg = pixelplay_config(num_envs, precision, settings)
+    cfg = replace(pixelplay_config(num_envs, precision, settings), cuda_graphs=cuda_graphs)
     torch.manual_seed(0)
     envs = make_vec_env("breakout", num_envs, seed=0, device=device, backend=backend)
     agent = PPOAgent(cfg, envs.obs_shape, envs.num_actions, envs.num_envs, steps, device)
@@ -105,6 +106,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for both libraries")
     parser.add_argument("--bound-steps", type=int, default=2048, help="env steps over which bounds.py times the "
                         "network alone and the env alone")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time pixelplay acting from a captured CUDA graph (a no-op off CUDA)")
     args = parser.parse_args()
     settings = {**COMMON, "num_steps": args.num_steps, "minibatch_size": args.minibatch_size}
     rollout = args.num_steps * args.num_envs
@@ -123,6 +126,12 @@ def main() -> int:
     ours = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device)
     print(f"pixelplay ({args.backend} envs, precision {args.precision}): {ours:8.1f} steps/s{peak_memory(device)}",
           flush=True)
+    if args.cuda_graphs:
+        reset_peak_memory(device)
+        graphed = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device,
+                                  cuda_graphs=True)
+        print(f"  --cuda-graphs:                       {graphed:8.1f} steps/s{peak_memory(device)}; graphs gain "
+              f"{graphed / ours:.2f}x", flush=True)
     reset_peak_memory(device)
     theirs = bench_sb3(args.steps, args.num_envs, settings, device)
     print(f"stable-baselines3 (SubprocVecEnv):      {theirs:8.1f} steps/s{peak_memory(device)}")
