@@ -120,6 +120,13 @@ def test_gpu_script_dry_run_on_cpu():
     assert out.count("of the no-overlap bound") == 3 and out.count("of the network-only bound") == 3
     assert "8 env(s)" in out and "1 env(s)" in out
     assert "fill:" in out and "sample:" in out and "bytes/transition" in out
+    assert out.count("--cuda-graphs:") == 3  # the graphed row of each throughput part (a no-op off CUDA)
+
+
+def test_offline_wheels_refuses_a_malformed_python_version_before_downloading():
+    result = subprocess.run(["bash", str(BENCH / "offline_wheels.sh"), "twelve"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 2 and "must look like 3.12" in result.stderr
 
 
 def test_gpu_script_refuses_an_unknown_device():
