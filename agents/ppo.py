@@ -391,22 +391,23 @@ class PPOAgent:
         return (action, dist.log_prob(action), value, *next_state)
 
     @torch.no_grad()
-    def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
-        """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate).
+    def eval_act(self, obs: torch.Tensor, first: torch.Tensor | None = None, greedy: bool = False) -> torch.Tensor:
+        """The evaluation policy: a sample from the learned policy (as CleanRL and SB3 evaluate), or
+        with ``greedy`` its most probable action (SB3's ``predict(deterministic=True)``).
 
         Feed-forward: episode starts (``first``) change nothing. Recurrent: a state of its own
         per row of the batch (not the training state), zeroed where ``first`` (bool (N,)) is true,
         and all of it when the batch size changes (a new evaluation)."""
         if not self.recurrent:
             logits, _ = self._forward(obs)
-            return _categorical(logits).sample()
+            return logits.argmax(-1) if greedy else _categorical(logits).sample()
         rows = obs.shape[0]
         if self._eval_state is None or self._eval_state.shape[1] != rows:
             self._eval_state = self.net.initial_state(rows, self.device)
         if first is not None:
             first = torch.as_tensor(first, dtype=torch.bool, device=self.device).reshape(1, rows)
         logits, _, self._eval_state = self._forward_memory(obs, self._eval_state, first)
-        return _categorical(logits).sample()
+        return logits.argmax(-1) if greedy else _categorical(logits).sample()
 
     @torch.no_grad()
     def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:

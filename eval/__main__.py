@@ -51,6 +51,8 @@ class PlayerOptions:
     """play a built-in policy instead of a checkpoint"""
     epsilon: float | None = bounded(None, low=0.0, high=1.0)
     """DQN agents: evaluation epsilon (default: the checkpoint's eval_epsilon, 0.05)"""
+    greedy: bool = False
+    """PPO and A2C agents: play the policy's most probable action instead of a sample (SB3's deterministic=True)"""
     device: str = "cpu"
     """torch device for the agent"""
     out: str | None = None
@@ -323,10 +325,12 @@ def _player(player: PlayerOptions, command: str, builtin_default_env: str | None
             raise PixelplayError(f"{command} --policy {player.policy} needs --env (which game to play)")
         if player.epsilon is not None:
             raise PixelplayError("--epsilon applies to DQN checkpoints, not to a built-in policy")
+        if player.greedy:
+            raise PixelplayError("--greedy applies to PPO and A2C checkpoints, not to a built-in policy")
         return spec, env_id
     if not player.target:
         raise PixelplayError(f"{command} needs a checkpoint or run directory (or --policy); see --help")
-    spec = parse_policy(player.target, player.epsilon, player.device)
+    spec = parse_policy(player.target, player.epsilon, player.device, player.greedy)
     trained_on = checkpoint_env(spec)
     return spec, env or trained_on
 
@@ -364,10 +368,11 @@ def cmd_doom_table(player: PlayerOptions, table: TableConfig, extra: TableOption
 
 def cmd_score(player: ScorePlayerOptions, score: ScoreConfig) -> int:
     from pixelplay.eval import score as scoring
+    from pixelplay.eval.policies import action_selection
 
     spec, env_id = _player(player, "score")
     cfg = dataclasses.replace(score, epsilon=player.epsilon, device=player.device)
-    info = {"action_selection": scoring.action_selection(spec)}
+    info = {"action_selection": action_selection(spec)}
     report = scoring.score(spec, env_id, cfg, info, log=lambda m: print(m, file=sys.stderr))
     json_path, md_path = scoring.write_outputs(report, _out_dir(player, "score", spec))
     print(scoring.render_markdown(report))

@@ -48,7 +48,7 @@ from pixelplay.eval.baselines import (
 )
 from pixelplay.eval.common import atomic_write_json, atomic_write_text, display_available
 from pixelplay.eval.match import MatchRecord, PlayerSpec, free_udp_port, network_note, run_match
-from pixelplay.eval.policies import PolicySpec
+from pixelplay.eval.policies import PolicySpec, action_selection
 
 TABLE_ENV = "doom-deathmatch"
 """The env name (``envs.ENVS``) whose agents can sit at the table."""
@@ -269,6 +269,7 @@ def run_table(agent: PolicySpec, cfg: TableConfig, log=print, stdin=None) -> dic
     result: dict[str, Any] = {
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "agent": agent.label,
+        "agent_actions": action_selection(agent),
         "opponent": None if opponent is None else opponent.label,
         "config": {k: v for k, v in asdict(cfg).items() if k != "fault"},
         "protocol": protocol(cfg),
@@ -431,7 +432,7 @@ def table_columns(result: dict[str, Any]) -> list[tuple[str, str, dict | None, s
 def render_markdown(result: dict[str, Any]) -> str:
     columns = table_columns(result)
     lines = ["# DOOM: human vs agent", ""]
-    header = f"Agent: {result['agent']}."
+    header = f"Agent: {result['agent']}" + (f" ({result['agent_actions']})." if result.get("agent_actions") else ".")
     if "multiplayer" in result:  # the opponent of a match that was played, not of the flags
         header += f" Multiplayer opponent: {result['opponent']}."
     if any(c[1].endswith(": you") for c in columns):

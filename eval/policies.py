@@ -45,6 +45,8 @@ class PolicySpec:
     """DQN: the evaluation epsilon (None: the checkpoint's eval_epsilon)"""
     device: str = "cpu"
     """torch device the agent runs on"""
+    greedy: bool = False
+    """PPO, A2C: play the policy's most probable action instead of a sample"""
 
     @property
     def label(self) -> str:
@@ -58,7 +60,8 @@ class PolicySpec:
         The file is read on the first call and the result kept on this spec, so one process
         reads a checkpoint once however many steps ask for it. The kept agent is not pickled
         (`__getstate__`): a player process that receives the spec loads its own copy. Refuses an
-        ``epsilon`` outside [0, 1] or given for an agent that samples from its policy (PPO, A2C).
+        ``epsilon`` outside [0, 1] or given for an agent that samples from its policy (PPO, A2C),
+        and ``greedy`` for an agent that acts epsilon-greedily (DQN).
         """
         loaded = self.__dict__.get("_loaded")
         if loaded is None:
@@ -68,6 +71,7 @@ class PolicySpec:
 
             agent, checkpoint = load_agent(self.path, self.device)
             check_epsilon(agent, checkpoint, self.epsilon)
+            check_greedy(agent, checkpoint, self.greedy)
             for module in ("net", "q_net"):
                 if hasattr(agent, module):
                     getattr(agent, module).eval()
@@ -81,7 +85,7 @@ class PolicySpec:
         return state
 
 
-def parse_policy(value: str, epsilon: float | None = None, device: str = "cpu") -> PolicySpec:
+def parse_policy(value: str, epsilon: float | None = None, device: str = "cpu", greedy: bool = False) -> PolicySpec:
     """``random``, ``scripted`` or a checkpoint / run directory, as a `PolicySpec`."""
     if value in ("random", "scripted"):
         return PolicySpec(value, device=device)
@@ -89,7 +93,7 @@ def parse_policy(value: str, epsilon: float | None = None, device: str = "cpu") 
         raise PixelplayError("a person plays with --human, not as a policy or --opponent")
     from pixelplay.agents.checkpoint import resolve_checkpoint
 
-    return PolicySpec("checkpoint", str(resolve_checkpoint(value)), epsilon, device)
+    return PolicySpec("checkpoint", str(resolve_checkpoint(value)), epsilon, device, greedy)
 
 
 class RandomPolicy:
@@ -151,17 +155,19 @@ class AgentPolicy:
     """A live agent's evaluation policy (``agent.eval_act``): the training agent itself
     (``train.py --capture-video``) or one rebuilt from a checkpoint (``checkpoint`` given).
 
-    ``epsilon`` (DQN only) is handed to each ``eval_act`` call; the agent's config is never
-    changed, so the same agent can serve several policies. ``first`` goes to ``eval_act`` too: a
+    ``epsilon`` (DQN only) and ``greedy`` (PPO, A2C only) are handed to each ``eval_act`` call; the
+    agent's config is never changed, so the same agent can serve several policies. ``first`` goes to ``eval_act`` too: a
     recurrent agent zeroes its state for those rows (callers pass it at every episode start).
     """
 
-    def __init__(self, agent: Any, checkpoint: dict | None = None, *, epsilon: float | None = None):
-        if epsilon is not None:
-            check_epsilon(agent, checkpoint, epsilon)
+    def __init__(self, agent: Any, checkpoint: dict | None = None, *, epsilon: float | None = None,
+                 greedy: bool = False):
+        check_epsilon(agent, checkpoint, epsilon)
+        check_greedy(agent, checkpoint, greedy)
         self.agent = agent
         self.checkpoint = checkpoint
         self.epsilon = epsilon
+        self.greedy = greedy
         self.device = torch.device(getattr(agent, "device", "cpu"))
         self.label = (
             f"{checkpoint['algo']} {checkpoint['path']} (step {checkpoint['global_step']})" if checkpoint
@@ -175,6 +181,8 @@ class AgentPolicy:
         args = ()
         if first is not None:
             args = (torch.as_tensor(first, dtype=torch.bool, device=self.device).reshape(tensor.shape[0]),)
+        if self.greedy:
+            return self.agent.eval_act(tensor, *args, greedy=True).cpu().numpy()
         if self.epsilon is None:
             return self.agent.eval_act(tensor, *args).cpu().numpy()
         return self.agent.eval_act(tensor, *args, epsilon=self.epsilon).cpu().numpy()
@@ -194,6 +202,28 @@ def check_epsilon(agent: Any, checkpoint: dict | None, epsilon: float | None) ->
         raise PixelplayError(f"--epsilon applies to DQN agents; {what}, which samples from its policy")
     if not 0.0 <= epsilon <= 1.0:
         raise PixelplayError(f"--epsilon must be in [0, 1], got {epsilon}")
+
+
+def check_greedy(agent: Any, checkpoint: dict | None, greedy: bool) -> None:
+    """Refuse ``greedy`` for an agent that acts epsilon-greedily (DQN): its greedy play is --epsilon 0."""
+    if greedy and takes_epsilon(agent):
+        what = f"'{checkpoint['path']}' is a {checkpoint['algo']} agent" if checkpoint else "this agent"
+        raise PixelplayError(f"--greedy applies to PPO and A2C agents; {what}: use --epsilon 0 for its greedy play")
+
+
+def action_selection(spec: PolicySpec) -> str:
+    """How the player picks actions, in words (for the reports)."""
+    if spec.kind != "checkpoint":
+        return {"random": "uniformly random actions", "scripted": "a scripted player"}.get(spec.kind, spec.kind)
+    agent, checkpoint = spec.load()  # read once per process; refuses --epsilon for PPO / A2C
+    if takes_epsilon(agent):
+        eps = spec.epsilon if spec.epsilon is not None else agent.cfg.eval_epsilon
+        source = "--epsilon" if spec.epsilon is not None else "the checkpoint's eval_epsilon"
+        return f"epsilon-greedy on Q, epsilon = {eps:g} ({source})"
+    if spec.greedy:
+        return (f"{checkpoint['algo']}: the policy's most probable action (--greedy; Stable-Baselines3's "
+                f"deterministic=True)")
+    return f"{checkpoint['algo']}: actions sampled from the learned policy (as CleanRL and Stable-Baselines3 evaluate)"
 
 
 def build_policy(
@@ -220,7 +250,7 @@ def build_policy(
         agent, checkpoint = spec.load()
         check_fits(checkpoint, obs_shape, num_actions)
         torch.manual_seed(seed)
-        return AgentPolicy(agent, checkpoint, epsilon=spec.epsilon)
+        return AgentPolicy(agent, checkpoint, epsilon=spec.epsilon, greedy=spec.greedy)
     raise PixelplayError(f"policy kind '{spec.kind}' cannot act on its own (choose one of {', '.join(POLICY_KINDS)})")
 
 

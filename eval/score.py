@@ -31,7 +31,7 @@ from pixelplay.envs.errors import PixelplayError
 from pixelplay.envs.spec import ATARI
 from pixelplay.eval import baselines
 from pixelplay.eval.common import atomic_write_json, atomic_write_text
-from pixelplay.eval.policies import PolicySpec, build_env_policy, takes_epsilon
+from pixelplay.eval.policies import PolicySpec, build_env_policy
 
 
 @dataclass
@@ -217,15 +217,3 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     atomic_write_json(json_path, report)
     atomic_write_text(md_path, render_markdown(report))
     return json_path, md_path
-
-
-def action_selection(spec: PolicySpec) -> str:
-    """How the player picks actions, in words (for the report)."""
-    if spec.kind != "checkpoint":
-        return {"random": "uniformly random actions", "scripted": "a scripted player"}.get(spec.kind, spec.kind)
-    agent, checkpoint = spec.load()  # read once per process; refuses --epsilon for PPO / A2C
-    if takes_epsilon(agent):
-        eps = spec.epsilon if spec.epsilon is not None else agent.cfg.eval_epsilon
-        source = "--epsilon" if spec.epsilon is not None else "the checkpoint's eval_epsilon"
-        return f"epsilon-greedy on Q, epsilon = {eps:g} ({source})"
-    return f"{checkpoint['algo']}: actions sampled from the learned policy (as CleanRL and Stable-Baselines3 evaluate)"

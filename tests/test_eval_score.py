@@ -59,6 +59,40 @@ def test_epsilon_is_refused_for_a_ppo_agent(tmp_path, capsys, save_checkpoint):
     assert "--epsilon applies to DQN" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("memory", ["none", "lstm"])
+def test_greedy_plays_the_mode_of_the_sampled_policy(memory):
+    """--greedy against its meaning: on one observation, the action the policy samples most often.
+    The policy head's bias is set so that the four actions' probabilities are far apart."""
+    from pixelplay.agents import ALGOS
+
+    cfg = ALGOS["ppo"].config(memory=memory)
+    agent = ALGOS["ppo"].agent(cfg, (4, 84, 84), 4, 4, 1000, torch.device("cpu"))
+    with torch.no_grad():
+        agent.net.policy.bias.copy_(torch.tensor([0.0, 0.6, 1.2, 0.3]))
+    obs = torch.randint(0, 256, (1, 4, 84, 84), dtype=torch.uint8).expand(4000, -1, -1, -1)
+    first = torch.ones(4000, dtype=torch.bool)  # recurrent: every row starts from the zero state
+    sampled = agent.eval_act(obs, first)
+    mode = int(torch.bincount(sampled, minlength=4).argmax())
+    greedy = agent.eval_act(obs, first, greedy=True)
+    assert len(set(sampled.tolist())) == 4 and set(greedy.tolist()) == {mode}
+
+
+def test_greedy_is_refused_for_dqn_and_for_a_built_in_policy(tmp_path, capsys, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout")
+    assert main(["score", str(checkpoint), *SHORT, "--greedy"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--greedy applies to PPO and A2C" in err and "--epsilon 0" in err and len(err.splitlines()) == 1
+    assert main(["score", "--policy", "random", "--env", "breakout", *SHORT, "--greedy"]) == 2
+    assert "not to a built-in policy" in capsys.readouterr().err
+
+
+def test_greedy_ppo_score_says_so_in_its_protocol(tmp_path, save_checkpoint):
+    checkpoint = save_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout")
+    assert main(["score", str(checkpoint), *SHORT, "--greedy"]) == 0
+    report = json.loads((tmp_path / "score_breakout.json").read_text())
+    assert any("most probable action (--greedy" in line for line in report["protocol"])
+
+
 def test_references_exist_only_where_recorded():
     assert baselines.atari_references("breakout") is not None
     assert baselines.atari_references("doom-basic") is None

@@ -157,10 +157,13 @@ def test_doom_table_plays_an_exported_deathmatch_agent(tmp_path, save_checkpoint
     source = save_checkpoint(tmp_path / "dm.pt", "ppo", "doom-deathmatch")
     out = tmp_path / "dm-agent"
     export(source, out)
-    code = main(["doom-table", str(out), "--only", "single", "--matches", "1", "--minutes", "0.1", "--bots", "1"])
+    code = main(["doom-table", str(out), "--only", "single", "--matches", "1", "--minutes", "0.1", "--bots", "1",
+                 "--greedy"])
     assert code == 0
     result = json.loads((out / "doom_table.json").read_text())
     assert str(out / "agent.pt") in result["agent"]
+    assert "most probable action (--greedy" in result["agent_actions"]
+    assert "most probable action (--greedy" in (out / "doom_table.md").read_text()
 
 
 def test_plot_of_an_exported_folder_says_it_keeps_no_logs(runs, tmp_path, capsys):
