@@ -28,6 +28,7 @@ network-only bound", which every throughput bench here prints beside its ratio t
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -127,9 +128,14 @@ def _sync(device: torch.device) -> None:
 
 
 def reset_peak_memory(device: torch.device | str) -> None:
-    """Start counting the peak device memory afresh (CUDA only; nothing elsewhere)."""
+    """Start counting the peak device memory afresh (CUDA only; nothing elsewhere).
+
+    Collects garbage first, so that an agent of the previous measurement left in a reference cycle
+    cannot count (the suspected cause of bench/gpu.sh's first run showing DQN's --no-overlap row at
+    1,493 MiB against 785 for the same agent measured first; unconfirmed on a GPU)."""
     device = torch.device(device)
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
 
