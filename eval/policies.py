@@ -156,8 +156,9 @@ class AgentPolicy:
     (``train.py --capture-video``) or one rebuilt from a checkpoint (``checkpoint`` given).
 
     ``epsilon`` (DQN only) and ``greedy`` (PPO, A2C only) are handed to each ``eval_act`` call; the
-    agent's config is never changed, so the same agent can serve several policies. ``first`` goes to ``eval_act`` too: a
-    recurrent agent zeroes its state for those rows (callers pass it at every episode start).
+    agent's config is never changed, so the same agent can serve several policies. ``first`` goes
+    to ``eval_act`` too: a recurrent agent zeroes its state for those rows (callers pass it at every
+    episode start).
     """
 
     def __init__(self, agent: Any, checkpoint: dict | None = None, *, epsilon: float | None = None,
@@ -215,7 +216,7 @@ def action_selection(spec: PolicySpec) -> str:
     """How the player picks actions, in words (for the reports)."""
     if spec.kind != "checkpoint":
         return {"random": "uniformly random actions", "scripted": "a scripted player"}.get(spec.kind, spec.kind)
-    agent, checkpoint = spec.load()  # read once per process; refuses --epsilon for PPO / A2C
+    agent, checkpoint = spec.load()  # read once per process; refuses --epsilon for PPO / A2C, --greedy for DQN
     if takes_epsilon(agent):
         eps = spec.epsilon if spec.epsilon is not None else agent.cfg.eval_epsilon
         source = "--epsilon" if spec.epsilon is not None else "the checkpoint's eval_epsilon"
