@@ -8,8 +8,8 @@ each (the clock starts after the envs and buffers are built), the ratio, each re
 transition, pixelplay against the machine's two bounds measured in the same run (`bounds.py`:
 the network alone and the env alone), pixelplay again without overlapping the env step and the
 gradient steps (train.py ``--no-overlap``), with ``--cuda-graphs`` pixelplay acting from a
-captured CUDA graph (train.py ``--cuda-graphs``) and, on CUDA, each one's peak device memory. With several
-envs SB3 takes ``num_envs / 4`` gradient steps after each vector step (or one every ``4 / num_envs``
+captured CUDA graph (train.py ``--cuda-graphs``) and, on CUDA, each one's peak device memory. With
+several envs SB3 takes ``num_envs / 4`` gradient steps after each vector step (or one every ``4 / num_envs``
 vector steps), as pixelplay does. SB3 stores obs and next_obs as separate numpy stacks on the host
 and copies each minibatch to the device; pixelplay stores each frame once, on the device. A
 benchmark, not a test.

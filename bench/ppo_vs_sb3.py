@@ -8,7 +8,8 @@ both sides, for a quick dry run), from scratch, on ``--device``, and the
 script prints each one's env steps per second (start-up excluded: the clock starts after the envs
 are built), the ratio, pixelplay against the machine's two bounds measured in the same run
 (`bounds.py`: the network alone and the env alone), with ``--cuda-graphs`` pixelplay again acting
-from a captured CUDA graph, and, on CUDA, each one's peak device memory. This is a benchmark, not a test: run it on an otherwise idle machine.
+from a captured CUDA graph, and, on CUDA, each one's peak device memory. This is a benchmark, not a
+test: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations

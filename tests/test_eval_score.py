@@ -65,6 +65,7 @@ def test_greedy_plays_the_mode_of_the_sampled_policy(memory):
     The policy head's bias is set so that the four actions' probabilities are far apart."""
     from pixelplay.agents import ALGOS
 
+    torch.manual_seed(0)  # the observation and the draws: one fixed case
     cfg = ALGOS["ppo"].config(memory=memory)
     agent = ALGOS["ppo"].agent(cfg, (4, 84, 84), 4, 4, 1000, torch.device("cpu"))
     with torch.no_grad():
