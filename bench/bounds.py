@@ -19,7 +19,13 @@ held to (issue 11, section 1):
   random actions, transfers to the device included;
 * the no-overlap bound ``1 / (t_net + t_env)``: both done one after the other, what a loop that
   never overlaps them can reach at best; and the network-only bound ``1 / t_net``: the env
-  entirely hidden behind the network, what overlapping them can reach at best.
+  entirely hidden behind the network, what overlapping them can reach at best;
+* for on-policy agents (PPO, A2C), also the double-buffered bound ``1 / (t_update + max(t_act,
+  t_env))``, ``t_update`` being the update's share of ``t_net`` and ``t_act`` the rest (acting and
+  storing): what Sample Factory's double-buffered sampling (two halves of the envs alternating
+  between stepping and inference; Petrenko et al. 2020, Sample Factory) can reach at best while the
+  data stays strictly on-policy, since the envs must wait for each update. It says how much such a
+  loop would win before anyone builds it.
 
 `Bounds.describe` turns a measured steps/s into "x of the no-overlap bound, y of the
 network-only bound", which every throughput bench here prints beside its ratio to the peer.
@@ -49,6 +55,9 @@ class Bounds:
     """the network's time per env step: act, observe and the update's share"""
     env_seconds: float
     """the env's time per env step, random actions"""
+    update_seconds: float | None = None
+    """on-policy agents: the update's share of ``net_seconds`` (the rest is acting and storing);
+    None for off-policy agents, whose update already runs while the envs step (``--overlap``)"""
 
     @property
     def no_overlap(self) -> float:
@@ -60,15 +69,29 @@ class Bounds:
         """Env steps per second with the env entirely hidden behind the network."""
         return 1.0 / self.net_seconds
 
+    @property
+    def double_buffered(self) -> float | None:
+        """Env steps per second with the env hidden behind acting only (on-policy agents), else None."""
+        if self.update_seconds is None:
+            return None
+        act_seconds = self.net_seconds - self.update_seconds
+        return 1.0 / (self.update_seconds + max(act_seconds, self.env_seconds))
+
     def describe(self, steps_per_second: float) -> str:
-        """``steps_per_second`` as fractions of both bounds, with the bounds themselves."""
-        return (f"{steps_per_second / self.no_overlap:.2f} of the no-overlap bound ({self.no_overlap:,.0f} steps/s), "
+        """``steps_per_second`` as fractions of the bounds, with the bounds themselves."""
+        text = (f"{steps_per_second / self.no_overlap:.2f} of the no-overlap bound ({self.no_overlap:,.0f} steps/s), "
                 f"{steps_per_second / self.network_only:.2f} of the network-only bound "
                 f"({self.network_only:,.0f} steps/s)")
+        if self.double_buffered is not None:
+            text += (f", {steps_per_second / self.double_buffered:.2f} of the double-buffered bound "
+                     f"({self.double_buffered:,.0f} steps/s)")
+        return text
 
     def summary(self) -> str:
-        return (f"network alone {1e6 * self.net_seconds:,.0f} us/step, env alone {1e6 * self.env_seconds:,.0f} us/step"
-                f" ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)")
+        split = ("" if self.update_seconds is None else
+                 f" (acting {1e6 * (self.net_seconds - self.update_seconds):,.0f}, update {1e6 * self.update_seconds:,.0f})")
+        return (f"network alone {1e6 * self.net_seconds:,.0f} us/step{split}, env alone "
+                f"{1e6 * self.env_seconds:,.0f} us/step ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores)")
 
 
 class SyntheticEnv:
@@ -150,8 +173,9 @@ def peak_memory(device: torch.device | str) -> str:
 
 
 def network_seconds(algo: str, cfg: Any, obs_shape: tuple[int, int, int], num_actions: int, num_envs: int,
-                    frame_stack: int, device: torch.device | str, steps: int) -> float:
-    """Seconds per env step of the agent alone (``algo``'s real class and ``cfg``) on a `SyntheticEnv`.
+                    frame_stack: int, device: torch.device | str, steps: int) -> tuple[float, float]:
+    """Seconds per env step of the agent alone (``algo``'s real class and ``cfg``) on a `SyntheticEnv`,
+    and the share of them spent in ``update``: ``(total, update)``.
 
     ``steps`` env steps are timed, rounded up to whole rollouts (PPO, A2C: one update each) or
     whole gradient-step intervals (DQN), after one untimed round of the same kind."""
@@ -180,9 +204,10 @@ def network_seconds(algo: str, cfg: Any, obs_shape: tuple[int, int, int], num_ac
     obs = envs.reset()
     agent.observe_first(obs, None)
     step = start
+    update_time = 0.0
 
     def run(vector_steps: int) -> None:
-        nonlocal obs, step
+        nonlocal obs, step, update_time
         for _ in range(vector_steps):  # train.py's loop, without logging
             action = agent.act(obs, step)
             result = envs.step(action)
@@ -190,14 +215,20 @@ def network_seconds(algo: str, cfg: Any, obs_shape: tuple[int, int, int], num_ac
             obs = result.obs
             step += num_envs
             if agent.ready(step):
+                _sync(device)  # the update's own time: what acting queued is done before it starts
+                began_update = time.perf_counter()
                 agent.update(step)
+                _sync(device)
+                update_time += time.perf_counter() - began_update
 
     run(fill + vector_steps_per_round)  # untimed: the replay's first steps, one round
     _sync(device)
+    update_time = 0.0
     began = time.perf_counter()
     run(rounds * vector_steps_per_round)
     _sync(device)
-    return (time.perf_counter() - began) / (rounds * vector_steps_per_round * num_envs)
+    timed_steps = rounds * vector_steps_per_round * num_envs
+    return (time.perf_counter() - began) / timed_steps, update_time / timed_steps
 
 
 def env_seconds(envs, steps: int, seed: int = 0) -> float:
@@ -229,8 +260,8 @@ def measure(algo: str, cfg: Any, env_id: str, num_envs: int, *, device: torch.de
         env_time = env_seconds(envs, env_steps, seed)
     finally:
         envs.close()
-    net_time = network_seconds(algo, cfg, obs_shape, num_actions, num_envs, frame_stack, device, net_steps)
-    return Bounds(net_time, env_time)
+    net_time, update_time = network_seconds(algo, cfg, obs_shape, num_actions, num_envs, frame_stack, device, net_steps)
+    return Bounds(net_time, env_time, None if algo == "dqn" else update_time)
 
 
 def preset_config(algo: str, env_id: str, num_envs: int | None = None, flags: list[str] | None = None):
@@ -265,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.algo} on {args.env}, {run_cfg.num_envs} envs, {args.device}: {bounds.summary()}")
-    print(f"no-overlap bound {bounds.no_overlap:,.0f} steps/s, network-only bound {bounds.network_only:,.0f} steps/s")
+    double_buffered = "" if bounds.double_buffered is None else f", double-buffered bound {bounds.double_buffered:,.0f} steps/s"
+    print(f"no-overlap bound {bounds.no_overlap:,.0f} steps/s, network-only bound {bounds.network_only:,.0f} steps/s"
+          f"{double_buffered}")
     return 0
 
 

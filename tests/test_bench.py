@@ -49,6 +49,18 @@ def test_bounds_are_the_rates_of_the_work_done_in_sequence_and_of_the_network_al
     text = b.describe(200.0)
     assert "0.80 of the no-overlap bound (250 steps/s)" in text
     assert "0.60 of the network-only bound (333 steps/s)" in text
+    assert b.double_buffered is None and "double-buffered" not in text  # off-policy: no such bound
+
+
+def test_double_buffered_bound_hides_the_env_behind_acting_only():
+    # 3 ms of network per step, 2 of them the update: acting 1 ms hides a 1 ms env step fully
+    # (1 / 3 ms), a 1.5 ms env step only in part (1 / 3.5 ms); the update is never hidden.
+    hidden = bounds.Bounds(net_seconds=0.003, env_seconds=0.001, update_seconds=0.002)
+    assert hidden.double_buffered == pytest.approx(1000.0 / 3) == pytest.approx(hidden.network_only)
+    partly = bounds.Bounds(net_seconds=0.003, env_seconds=0.0015, update_seconds=0.002)
+    assert partly.double_buffered == pytest.approx(1000.0 / 3.5)
+    assert partly.no_overlap < partly.double_buffered < partly.network_only
+    assert "0.70 of the double-buffered bound (286 steps/s)" in partly.describe(200.0)
 
 
 def test_synthetic_env_gives_consecutive_stacks_and_an_episode_end():
@@ -83,8 +95,8 @@ def test_network_bound_runs_dqn_in_its_steady_state_one_gradient_step_per_train_
     monkeypatch.setitem(ALGOS, "dqn", Algo(DQNConfig, counting, weights=("q_net",)))
     cfg = DQNConfig(buffer_size=64, batch_size=4, learning_starts=1000, train_frequency=2, n_step=3,
                     features_dim=16, exploration_fraction=0.5)
-    seconds = bounds.network_seconds("dqn", cfg, TINY_OBS, 3, 2, 4, "cpu", steps=8)
-    assert math.isfinite(seconds) and seconds > 0
+    seconds, update_seconds = bounds.network_seconds("dqn", cfg, TINY_OBS, 3, 2, 4, "cpu", steps=8)
+    assert math.isfinite(seconds) and seconds > update_seconds > 0
     agent = counting.last
     # 2 envs, a gradient step every 2 env steps: one per vector step once the replay is filled (the
     # fill's last step, the warm-up round, then the 4 timed rounds); no burst of catch-up steps for
@@ -97,16 +109,16 @@ def test_network_bound_times_whole_ppo_rollouts(monkeypatch):
     counting = _counting(PPOAgent)
     monkeypatch.setitem(ALGOS, "ppo", Algo(PPOConfig, counting, weights=("net",)))
     cfg = PPOConfig(num_steps=4, num_minibatches=2, update_epochs=1, features_dim=16)
-    seconds = bounds.network_seconds("ppo", cfg, TINY_OBS, 3, 2, 4, "cpu", steps=9)
-    assert math.isfinite(seconds) and seconds > 0
+    seconds, update_seconds = bounds.network_seconds("ppo", cfg, TINY_OBS, 3, 2, 4, "cpu", steps=9)
+    assert math.isfinite(seconds) and seconds > update_seconds > 0
     assert counting.updates == 3  # the warm-up rollout, then 9 steps rounded up to 2 rollouts of 8
 
 
 def test_measure_times_the_real_env_and_the_agent():
     cfg = PPOConfig(num_steps=4, num_minibatches=1, update_epochs=1, features_dim=16)
     b = bounds.measure("ppo", cfg, "breakout", 1, backend="gymnasium", net_steps=4, env_steps=8)
-    assert b.net_seconds > 0 and b.env_seconds > 0
-    assert b.network_only > b.no_overlap
+    assert b.net_seconds > b.update_seconds > 0 and b.env_seconds > 0
+    assert b.network_only >= b.double_buffered > b.no_overlap
 
 
 def test_gpu_script_dry_run_on_cpu():
