@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,25 @@ from pixelplay.agents.distributed import Distributed, DistributedError, state_ha
 from pixelplay.agents.run_config import RunConfig, pick_device, resolve_config
 from pixelplay.envs import make_vec_env
 from pixelplay.envs.errors import EnvError, PixelplayError
+from pixelplay.envs.vec import VecEnv
+
+
+@dataclass
+class EnvGroup:
+    """Envs that step together: all of them, or one half under double-buffered sampling."""
+
+    envs: VecEnv
+    rows: slice
+    """their rows among all the envs (the agent's batch)"""
+    obs: torch.Tensor | None = None
+    """the observations they act on next"""
+    action: torch.Tensor | None = None
+    """the actions of the step in flight; None while the group waits (for the update)"""
+
+
+def _joined(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The groups' per-env tensors as one batch (None when the envs report none)."""
+    return None if parts[0] is None else torch.cat(parts)
 
 
 class Stopped(KeyboardInterrupt):
@@ -333,12 +352,19 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
             env_options["game_features"] = cfg.game_features
         if cfg.teacher != "none":  # the envs advise an action per observation (kickstarting)
             env_options["teacher"] = cfg.teacher
-        envs = make_vec_env(cfg.env, cfg.num_envs, seed, device, training=True, backend=cfg.env_backend, **env_options)
-        cleanup.callback(envs.close)
+        # The envs step as one group, or as two halves that take turns (double-buffered sampling).
+        groups: list[EnvGroup] = []
+        group_size = cfg.num_envs // 2 if cfg.double_buffer else cfg.num_envs
+        for first_row in range(0, cfg.num_envs, group_size):
+            group_envs = make_vec_env(cfg.env, group_size, seed + first_row, device, training=True,
+                                      backend=cfg.env_backend, **env_options)
+            cleanup.callback(group_envs.close)
+            groups.append(EnvGroup(group_envs, slice(first_row, first_row + group_size)))
+        envs = groups[0].envs  # what every group is: spaces, shapes, spec
         if not hasattr(envs.single_action_space, "n"):
             raise EnvError(f"{cfg.env} has a {envs.single_action_space} action space; pixelplay's agents need Discrete actions")
         agent = ALGOS[cfg.algo].agent(
-            algo_cfg, envs.obs_shape, envs.num_actions, envs.num_envs, cfg.total_steps, device,
+            algo_cfg, envs.obs_shape, envs.num_actions, cfg.num_envs, cfg.total_steps, device,
             frame_stack=envs.frame_stack, world_size=dist.world_size,
             num_game_features=len(envs.spec.game_features),
             **({"with_teacher": True} if envs.spec.teacher != "none" else {}),
@@ -353,7 +379,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
             # One set of weights: rank 0's (each rank seeded torch with its own seed).
             dist.broadcast_state({k: v for k, v in agent.state_dict().items() if k != "optimizer"})
             agent.gradient_sync = dist.average_gradients
-        steps_per_iteration = envs.num_envs * dist.world_size
+        steps_per_iteration = group_size * dist.world_size  # one group's step, over all ranks
 
         # Everything that can fail on bad input has been checked: now the run directory is written.
         logger = checkpoints = video = None
@@ -401,21 +427,39 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
         steps_at_last_log, time_at_last_log = global_step, time.time()
         pending_episodes: list[dict] = []  # under torchrun: this rank's games, gathered at updates
         overlap = cfg.overlap and agent.off_policy
-        obs = envs.reset(seed=seed)
-        agent.observe_first(obs, envs.labels, envs.advice)  # what the envs report with obs, None when off
+        for group in groups:
+            group.obs = group.envs.reset(seed=seed + group.rows.start)
+        # What the envs report with their first observations (labels, advice), None when off.
+        agent.observe_first(torch.cat([group.obs for group in groups]),
+                            *(_joined([getattr(group.envs, name) for group in groups]) for name in ("labels", "advice")))
+
+        def start_steps() -> None:
+            """Act for every group that has no step in flight and may act (an on-policy agent
+            makes a group whose part of the rollout is full wait for the update), and start its
+            step: the envs run it while the loop goes on with the other group, or the update."""
+            for waiting in groups:
+                if waiting.action is None and global_step < cfg.total_steps and agent.can_act(waiting.rows):
+                    waiting.action = agent.act(waiting.obs, global_step, waiting.rows)
+                    waiting.envs.step_async(waiting.action)
+
+        turn = 0
         try:
             with _stop_signals_as_interrupts():
+                start_steps()
                 while global_step < cfg.total_steps:
-                    action = agent.act(obs, global_step)
-                    envs.step_async(action)
+                    group = groups[turn]  # the groups take turns; with one group, always it
+                    turn = (turn + 1) % len(groups)
                     next_step = global_step + steps_per_iteration
                     # While the envs step, an off-policy learner takes its gradient steps on the
                     # replay as it stood before this transition (the replay ratio is unchanged).
                     trained = agent.update(next_step) if overlap and agent.ready(next_step) else None
-                    result = envs.step_wait()
-                    agent.observe(obs, action, result)
-                    obs = result.obs
+                    result = group.envs.step_wait()
+                    agent.observe(group.obs, group.action, result, group.rows)
+                    group.obs, group.action = result.obs, None
                     global_step = next_step
+                    if group.rows.start:  # a group's env numbers, as rows of all the envs
+                        for episode in result.episodes:
+                            episode["env"] += group.rows.start
                     if result.episodes:
                         if dist.active:
                             pending_episodes += [{"global_step": global_step, "rank": rank, **e} for e in result.episodes]
@@ -454,6 +498,7 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
                                 print(f"\nmean return of the last 20 episodes reached {cfg.stop_return:g}; stopping",
                                       file=sys.stderr)
                             break
+                    start_steps()
                     if video is not None:
                         video.maybe_record(agent, global_step)
                     if progress is not None:

@@ -18,8 +18,10 @@ The contract is shaped for what comes next, so that it need not change then:
   a teacher's advice (``--teacher``, ``result.advice``) travels the same way;
 * ``update`` is the one place where gradients are computed and applied, where data-parallel
   ranks will average them;
-* ``act`` takes a batch of observations and returns one action per row: nothing ties the
-  batch to all of the envs, so half of them may act while the other half steps.
+* ``act`` and ``observe`` take the rows of the envs they are about (default: all of them), so
+  that half of the envs may act while the other half steps (train.py's ``--double-buffer``);
+  ``can_act`` says when a group of envs must wait for the next update instead (an on-policy
+  agent whose rollout part is full).
 """
 
 from __future__ import annotations
@@ -42,8 +44,15 @@ class Agent(Protocol):
     transition is observed. False for on-policy agents, whose update needs the rollout's last
     step."""
 
-    def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
-        """Training actions (exploring) for uint8 observations (N, C, H, W); int64 (N,)."""
+    def act(self, obs: torch.Tensor, step: int, rows: slice | None = None) -> torch.Tensor:
+        """Training actions (exploring) for uint8 observations (B, C, H, W) of the envs ``rows``
+        (a contiguous slice of the N envs; None: all, B = N); int64 (B,). An agent that can only
+        act for all of its envs at once refuses a smaller group with a `PixelplayError`."""
+        ...
+
+    def can_act(self, rows: slice | None = None) -> bool:
+        """Whether `act` may be called now for the envs ``rows`` (None: all); False while an
+        on-policy agent's rollout holds all the steps these envs may store before the update."""
         ...
 
     def observe_first(self, obs: torch.Tensor, labels: torch.Tensor | None = None,
@@ -54,8 +63,9 @@ class Agent(Protocol):
         Called after every ``envs.reset()`` of a training loop, before the next `act`."""
         ...
 
-    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
-        """Take in the transition ``obs --action--> result`` (store it; reset finished envs' state)."""
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult, rows: slice | None = None) -> None:
+        """Take in the transition ``obs --action--> result`` of the envs ``rows`` (None: all), after
+        `act` for the same rows (store it; reset finished envs' state)."""
         ...
 
     def ready(self, step: int) -> bool:

@@ -303,8 +303,20 @@ class DQNAgent:
         explore = torch.rand(shape, device=self.device) < epsilon
         return torch.where(explore, random_actions, greedy)
 
+    def can_act(self, rows: slice | None = None) -> bool:
+        """Always: the replay takes every step, whenever it comes."""
+        return True
+
+    def _whole_batch(self, rows: slice | None) -> None:
+        """DQN acts and stores for all of its envs at once (its replay keeps one stream per env,
+        written together): a group of them is refused (train.py's --double-buffer is for PPO and
+        A2C; DQN overlaps its gradient steps with the env step instead)."""
+        if rows is not None and rows.indices(self.num_envs)[:2] != (0, self.num_envs):
+            raise PixelplayError(f"DQN acts for all of its {self.num_envs} envs at once, not for the rows {rows}")
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
+    def act(self, obs: torch.Tensor, step: int, rows: slice | None = None) -> torch.Tensor:
+        self._whole_batch(rows)
         if self.recurrent:
             # The state follows every observation, random steps included, so that it is the
             # episode's own when the greedy actions begin.
@@ -353,7 +365,8 @@ class DQNAgent:
         if self.recurrent:
             self._state = self.q_net.initial_state(self.num_envs, self.device)
 
-    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult, rows: slice | None = None) -> None:
+        self._whole_batch(rows)
         if self.recurrent:  # envs that finished start their next episode from zeros
             done = result.terminated | result.truncated
             self._state = self._state * (~done).to(self._state.dtype).view(1, -1, 1)

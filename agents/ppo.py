@@ -301,8 +301,10 @@ class PPOAgent:
                                       with_teacher)
         self.batch_size = cfg.num_steps * num_envs
         self.minibatch_size = self.batch_size // self.plan.num_minibatches
-        self._pending: tuple[torch.Tensor, ...] | None = None
+        self._pending: dict[int, tuple[torch.Tensor | None, ...]] = {}
+        """what `act` computed for a group of envs (keyed by its first row) until `observe` stores it"""
         self._next_obs: torch.Tensor | None = None
+        """the observations (N, ...) each env acts on next: the update bootstraps from them"""
         self._state: torch.Tensor | None = None
         """recurrent: the core state (k, num_envs, H) each env acts from next; zeros at the start"""
         self._eval_state: torch.Tensor | None = None
@@ -362,19 +364,42 @@ class PPOAgent:
         labels (``envs.labels``) and ``advice`` its teacher's advice (``envs.advice``),
         which the rollout stores with ``obs`` at the next `observe`. A recurrent core starts every
         env from zeros."""
-        self._labels = checked_labels(labels, self.num_envs, self.num_game_features)
-        self._advice = self._checked_advice(advice)
+        labels = checked_labels(labels, self.num_envs, self.num_game_features)
+        advice = self._checked_advice(advice, self.num_envs)
+        # Owned copies: `observe` overwrites them a group of envs at a time.
+        self._labels = None if labels is None else labels.clone()
+        self._advice = None if advice is None else advice.clone()
+        self._next_obs = obs.clone()
+        self._pending = {}
         if self.recurrent:
             self._state = self.net.initial_state(self.num_envs, self.device)
 
+    def _rows(self, rows: slice | None) -> slice:
+        """The envs a call is about: ``rows`` of the agent's ``num_envs``, all of them when None."""
+        if rows is None:
+            return slice(0, self.num_envs)
+        start, stop, stride = rows.indices(self.num_envs)
+        if stride != 1 or start >= stop:
+            raise PixelplayError(f"rows must be a contiguous, non-empty slice of the {self.num_envs} envs, got {rows}")
+        return slice(start, stop)
+
+    def can_act(self, rows: slice | None = None) -> bool:
+        """Whether the envs ``rows`` may act now: not once their part of the rollout is full, until
+        the update has learned from it (the data stays strictly on-policy)."""
+        return self.storage.has_room(self._rows(rows))
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, step: int) -> torch.Tensor:
-        inputs = (obs, self._state) if self.recurrent else (obs,)
+    def act(self, obs: torch.Tensor, step: int, rows: slice | None = None) -> torch.Tensor:
+        """Training actions for the envs ``rows`` (default: all; ``obs`` holds their observations),
+        sampled from the policy. The next `observe` for the same rows stores them."""
+        rows = self._rows(rows)
+        state = self._state[:, rows] if self.recurrent else None
+        inputs = (obs, state) if self.recurrent else (obs,)
         if self._graphs.enabled:
             action, logprob, value, *next_state = self._graphs("act", self._policy_step, *inputs)
         else:
             action, logprob, value, *next_state = self._policy_step(*inputs)
-        self._pending = (logprob, value, self._state, next_state[0] if next_state else None)
+        self._pending[rows.start] = (logprob, value, state, next_state[0] if next_state else None)
         return action
 
     def _policy_step(self, obs: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -410,9 +435,13 @@ class PPOAgent:
         return logits.argmax(-1) if greedy else _categorical(logits).sample()
 
     @torch.no_grad()
-    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult) -> None:
-        assert self._pending is not None, "observe() must follow act()"
-        logprob, value, state, next_state = self._pending
+    def observe(self, obs: torch.Tensor, action: torch.Tensor, result: StepResult, rows: slice | None = None) -> None:
+        """Store the step of the envs ``rows`` (default: all) that `act` chose ``action`` for."""
+        rows = self._rows(rows)
+        pending = self._pending.pop(rows.start, None)
+        if pending is None:
+            raise PixelplayError(f"observe() for envs {rows.start}..{rows.stop - 1} without an act() for them")
+        logprob, value, state, next_state = pending
         reward = result.reward
         # A time limit is not a death: fold gamma * V(final obs) into the reward (Pardo et al.
         # 2018, "Time Limits in Reinforcement Learning"); the next obs already belongs to the
@@ -427,22 +456,30 @@ class PPOAgent:
         if self.num_game_features and self._labels is None:
             raise PixelplayError("observe() before observe_first(obs, envs.labels): the labels of the first "
                                  "observations come from the env's reset")
-        self.storage.add(obs, action, logprob, value, reward, done, state, self._labels, self._advice)
+        size = rows.stop - rows.start
+        labels = None if self._labels is None else self._labels[rows]
+        advice = None if self._advice is None else self._advice[rows]
+        self.storage.add(obs, action, logprob, value, reward, done, state, labels, advice, rows=rows)
         if self.recurrent:  # envs that finished start their next episode from zeros
-            self._state = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
-        self._next_obs = result.obs
-        self._labels = checked_labels(result.labels, self.num_envs, self.num_game_features)  # result.obs's
-        self._advice = self._checked_advice(result.advice)
-        self._pending = None
+            self._state[:, rows] = next_state * (~done).to(next_state.dtype).view(1, -1, 1)
+        if self._next_obs is None:  # stepped without observe_first: the first observations were never seen
+            self._next_obs = torch.zeros((self.num_envs, *result.obs.shape[1:]), dtype=result.obs.dtype,
+                                         device=result.obs.device)
+        self._next_obs[rows] = result.obs
+        if labels is not None:  # result.obs's
+            labels.copy_(checked_labels(result.labels, size, self.num_game_features))
+        if advice is not None:
+            advice.copy_(self._checked_advice(result.advice, size))
 
-    def _checked_advice(self, advice: torch.Tensor | None) -> torch.Tensor | None:
-        """The teacher's advice to keep for the next observations: None without a teacher; else
-        ``advice`` (N,), refused with one clear error when missing (envs built without one)."""
+    def _checked_advice(self, advice: torch.Tensor | None, num_envs: int) -> torch.Tensor | None:
+        """The teacher's advice to keep for the next observations of ``num_envs`` envs: None without
+        a teacher; else ``advice`` (num_envs,), refused with one clear error when missing (envs
+        built without one)."""
         if not self.with_teacher:
             return None
-        if advice is None or tuple(advice.shape) != (self.num_envs,):
+        if advice is None or tuple(advice.shape) != (num_envs,):
             got = "none" if advice is None else f"shape {tuple(advice.shape)}"
-            raise PixelplayError(f"the agent learns from a teacher but got {got} advice for {self.num_envs} envs: "
+            raise PixelplayError(f"the agent learns from a teacher but got {got} advice for {num_envs} envs: "
                                  "build the envs with the teacher, and call observe_first(obs, envs.labels, "
                                  "envs.advice) after envs.reset()")
         return advice
@@ -457,7 +494,7 @@ class PPOAgent:
     def learned_step(self, global_step: int) -> int:
         """The env step the weights come from: a partial rollout not yet learned from does not
         count, so that a checkpoint saved mid-rollout makes --resume collect that rollout again."""
-        return global_step - self.storage.step * self.num_envs * self.world_size
+        return global_step - self.storage.stored * self.world_size
 
     def update(self, step: int) -> dict[str, float]:
         cfg = self.cfg

@@ -7,6 +7,11 @@ For a recurrent policy the storage also keeps each env's core state at the start
 with the done flags that is all an update needs to re-run every env's sequence from its start
 (truncated backpropagation through time over the rollout, as CleanRL's ``ppo_atari_lstm.py``).
 
+The envs may fill their columns at different times: with double-buffered sampling (train.py's
+``--double-buffer``) one half of them stores its step while the other half's step is in flight.
+So each env counts its own stored steps (``filled``), and the rollout is full when every env has
+``num_steps``.
+
 With game features (``num_labels`` > 0) it also keeps the labels of each stored observation,
 bool (T, N, F), for the game-feature head's loss; without them no such tensor exists. With a
 teacher (``with_teacher``) it keeps the advice (a bitmask of advised actions) of each stored
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -109,30 +115,48 @@ class RolloutStorage:
         """with a teacher: int64 (T, N), the advice for ``obs[t]`` (bitmask of advised actions, 0: none)"""
         if with_teacher:
             self.advice = torch.zeros((num_steps, num_envs), dtype=torch.long, device=device)
-        self.step = 0
+        self.filled = np.zeros(num_envs, dtype=np.int64)
+        """steps stored so far in this rollout, per env (host-side counters: no device sync)"""
 
     @property
     def full(self) -> bool:
-        return self.step == self.num_steps
+        """Every env has stored its ``num_steps`` steps: the rollout is ready for an update."""
+        return bool((self.filled == self.num_steps).all())
 
-    def add(self, obs, action, logprob, value, reward, done, state=None, labels=None, advice=None) -> None:
-        """Store step t; ``state`` (recurrent) is the core state the envs acted from, kept at t = 0;
-        ``labels`` (with game features) the float (N, F) 0/1 labels of ``obs``; ``advice``
-        (with a teacher) the (N,) advice bitmasks for ``obs``."""
-        t = self.step
+    @property
+    def stored(self) -> int:
+        """Transitions stored so far in this rollout, over all envs."""
+        return int(self.filled.sum())
+
+    def has_room(self, rows: slice) -> bool:
+        """Whether the envs ``rows`` can store another step before the update."""
+        return bool((self.filled[rows] < self.num_steps).all())
+
+    def add(self, obs, action, logprob, value, reward, done, state=None, labels=None, advice=None,
+            rows: slice = slice(None)) -> None:
+        """Store the next step of the envs ``rows`` (default: all), tensors of their batch size B;
+        ``state`` (recurrent) is the core state those envs acted from, kept at their step 0;
+        ``labels`` (with game features) the float (B, F) 0/1 labels of ``obs``; ``advice`` (with a
+        teacher) the (B,) advice bitmasks for ``obs``. The envs of one call must have stored
+        equally many steps (they step together)."""
+        steps = self.filled[rows]
+        t = int(steps[0])
+        if not (steps == t).all() or t >= self.num_steps:
+            raise ValueError(f"add() for envs {rows} that stored {steps.tolist()} of {self.num_steps} steps: "
+                             "a group of envs stores its steps together, until the rollout is full")
         if t == 0 and self.initial_state is not None:
-            self.initial_state.copy_(state)
+            self.initial_state[:, rows].copy_(state)
         if self.labels is not None:
-            self.labels[t].copy_(labels > 0.5)
+            self.labels[t, rows].copy_(labels > 0.5)
         if self.advice is not None:
-            self.advice[t].copy_(advice)
-        self.obs[t].copy_(obs)
-        self.actions[t].copy_(action)
-        self.logprobs[t].copy_(logprob)
-        self.values[t].copy_(value)
-        self.rewards[t].copy_(reward)
-        self.dones[t].copy_(done)
-        self.step += 1
+            self.advice[t, rows].copy_(advice)
+        self.obs[t, rows].copy_(obs)
+        self.actions[t, rows].copy_(action)
+        self.logprobs[t, rows].copy_(logprob)
+        self.values[t, rows].copy_(value)
+        self.rewards[t, rows].copy_(reward)
+        self.dones[t, rows].copy_(done)
+        self.filled[rows] += 1
 
     def minibatches(
         self,
@@ -192,4 +216,4 @@ class RolloutStorage:
             )
 
     def clear(self) -> None:
-        self.step = 0
+        self.filled[:] = 0

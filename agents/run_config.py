@@ -72,6 +72,8 @@ class RunConfig:
     """env steps between recorded videos (with --capture-video)"""
     overlap: bool = True
     """off-policy agents (dqn): run the gradient steps while the envs step (EnvPool's threads or the env worker processes; one in-process env does not overlap). The update then samples the replay without the step in flight; the replay ratio is unchanged"""
+    double_buffer: bool = False
+    """ppo, a2c: double-buffered sampling (Sample Factory, Petrenko et al. 2020): the envs step in two halves, one half's step running while the policy acts for the other; the data stay strictly on-policy (both halves wait for each update). num_envs must be even"""
     progress: bool = True
     """show a progress bar"""
     stop_return: float = float("inf")
@@ -81,8 +83,16 @@ class RunConfig:
 
     def check(self) -> None:
         """game_features: known names, each once, and a ViZDoom env (the labels come from its
-        labels buffer); a teacher: a ViZDoom env and an actor-critic. Checked with the other
-        values, before anything is created."""
+        labels buffer); a teacher: a ViZDoom env and an actor-critic; double-buffered sampling:
+        an actor-critic and an even number of envs. Checked with the other values, before
+        anything is created."""
+        if self.double_buffer:
+            if self.algo == "dqn":
+                raise ConfigError("--double-buffer is for ppo and a2c; dqn already runs its gradient steps while the "
+                                  "envs step (--overlap)")
+            if self.num_envs and self.num_envs % 2:
+                raise ConfigError(f"--double-buffer steps the envs in two equal halves: num_envs={self.num_envs} "
+                                  "must be even")
         if self.teacher != "none":
             if self.algo not in ("ppo", "a2c"):
                 raise ConfigError(f"--teacher is for ppo and a2c (a distillation term beside the policy gradient); "

@@ -45,7 +45,7 @@ fi
 export PYTHONUNBUFFERED=1
 start=$SECONDS
 echo "== 1. PPO, Breakout ($device)"
-"$PYTHON" bench/ppo_vs_sb3.py --device "$device" --cuda-graphs "${ppo[@]}"
+"$PYTHON" bench/ppo_vs_sb3.py --device "$device" --double-buffer --cuda-graphs "${ppo[@]}"
 echo "== 2a. DQN, Breakout, 1 env ($device)"
 "$PYTHON" bench/dqn_vs_sb3.py --device "$device" --cuda-graphs "${dqn1[@]}"
 echo "== 2b. DQN, Breakout, ${dqn16[1]} envs ($device)"

@@ -7,9 +7,10 @@ epochs of minibatch 256 (CleanRL / RL Zoo settings; ``--num-steps`` and ``--mini
 both sides, for a quick dry run), from scratch, on ``--device``, and the
 script prints each one's env steps per second (start-up excluded: the clock starts after the envs
 are built), the ratio, pixelplay against the machine's two bounds measured in the same run
-(`bounds.py`: the network alone and the env alone), with ``--cuda-graphs`` pixelplay again acting
-from a captured CUDA graph, and, on CUDA, each one's peak device memory. This is a benchmark, not a
-test: run it on an otherwise idle machine.
+(`bounds.py`: the network alone and the env alone), with ``--double-buffer`` pixelplay again with
+double-buffered sampling, with ``--cuda-graphs`` pixelplay again acting from a captured CUDA graph,
+and, on CUDA, each one's peak device memory. This is a benchmark, not a test: run it on an otherwise
+idle machine.
 """
 
 from __future__ import annotations
@@ -45,29 +46,45 @@ def pixelplay_config(num_envs: int, precision: str, settings: dict = COMMON):
 
 
 def bench_pixelplay(steps: int, num_envs: int, settings: dict, backend: str, precision: str,
-                    device: torch.device, cuda_graphs: bool = False) -> float:
+                    device: torch.device, cuda_graphs: bool = False, double_buffer: bool = False) -> float:
+    """pixelplay's env steps per second over ``steps``, in train.py's loop without logging:
+    ``double_buffer`` steps the envs in two halves, one acting while the other steps."""
     from pixelplay.agents.ppo import PPOAgent
     from pixelplay.envs import make_vec_env
 
     cfg = replace(pixelplay_config(num_envs, precision, settings), cuda_graphs=cuda_graphs)
     torch.manual_seed(0)
-    envs = make_vec_env("breakout", num_envs, seed=0, device=device, backend=backend)
-    agent = PPOAgent(cfg, envs.obs_shape, envs.num_actions, envs.num_envs, steps, device)
-    obs = envs.reset(seed=0)
-    agent.observe_first(obs, envs.labels)
-    start, step = time.perf_counter(), 0
-    while step < steps:  # the same loop as train.py, without logging
-        action = agent.act(obs, step)
-        result = envs.step(action)
-        agent.observe(obs, action, result)
-        obs = result.obs
-        step += envs.num_envs
+    size = num_envs // 2 if double_buffer else num_envs
+    groups = [make_vec_env("breakout", size, seed=first, device=device, backend=backend)
+              for first in range(0, num_envs, size)]
+    rows = [slice(first, first + size) for first in range(0, num_envs, size)]
+    agent = PPOAgent(cfg, groups[0].obs_shape, groups[0].num_actions, num_envs, steps, device)
+    obs = [envs.reset(seed=first.start) for envs, first in zip(groups, rows)]
+    agent.observe_first(torch.cat(obs))
+    actions: list[torch.Tensor | None] = [None] * len(groups)
+
+    def start_steps() -> None:
+        for g, envs in enumerate(groups):
+            if actions[g] is None and step < steps and agent.can_act(rows[g]):
+                actions[g] = agent.act(obs[g], step, rows[g])
+                envs.step_async(actions[g])
+
+    start, step, turn = time.perf_counter(), 0, 0
+    start_steps()
+    while step < steps:
+        g, turn = turn, (turn + 1) % len(groups)
+        result = groups[g].step_wait()
+        agent.observe(obs[g], actions[g], result, rows[g])
+        obs[g], actions[g] = result.obs, None
+        step += size
         if agent.ready(step):
             agent.update(step)
+        start_steps()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    envs.close()
+    for envs in groups:
+        envs.close()
     return steps / elapsed
 
 
@@ -107,6 +124,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for both libraries")
     parser.add_argument("--bound-steps", type=int, default=2048, help="env steps over which bounds.py times the "
                         "network alone and the env alone")
+    parser.add_argument("--double-buffer", action="store_true",
+                        help="also time pixelplay with double-buffered sampling (train.py's --double-buffer)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="also time pixelplay acting from a captured CUDA graph (a no-op off CUDA)")
     args = parser.parse_args()
@@ -116,6 +135,10 @@ def main() -> int:
             args.steps < rollout or args.steps % rollout:
         print(f"error: the rollout of num_steps * num_envs = {rollout} must be a multiple of --minibatch-size "
               f"({args.minibatch_size}), and --steps a positive multiple of the rollout", file=sys.stderr)
+        return 2
+    if args.double_buffer and args.num_envs % 2:
+        print(f"error: --double-buffer steps the envs in two equal halves: --num-envs {args.num_envs} must be even",
+              file=sys.stderr)
         return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -127,6 +150,12 @@ def main() -> int:
     ours = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device)
     print(f"pixelplay ({args.backend} envs, precision {args.precision}): {ours:8.1f} steps/s{peak_memory(device)}",
           flush=True)
+    if args.double_buffer:
+        reset_peak_memory(device)
+        buffered = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device,
+                                   double_buffer=True)
+        print(f"  --double-buffer:                     {buffered:8.1f} steps/s{peak_memory(device)}; gain "
+              f"{buffered / ours:.2f}x", flush=True)
     if args.cuda_graphs:
         reset_peak_memory(device)
         graphed = bench_pixelplay(args.steps, args.num_envs, settings, args.backend, args.precision, device,
