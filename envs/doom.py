@@ -65,7 +65,7 @@ from pixelplay.envs.scenarios import (
     scenario_name,
 )
 from pixelplay.envs.spec import DOOM, EnvSpec
-from pixelplay.envs.vec import EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, ADVICE_INFO_KEY, GymVecEnv
+from pixelplay.envs.vec import ADVICE_INFO_KEY, EPISODE_INFO_KEY, GAME_FEATURES_INFO_KEY, GymVecEnv
 
 __all__ = [
     # The scenario table lives in envs.scenarios; these names stay importable from here.
