@@ -348,6 +348,8 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
 
     with contextlib.ExitStack() as cleanup:
         env_options: dict[str, Any] = {"bots": cfg.bots} if cfg.bots else {}
+        if cfg.frame_stack:
+            env_options["frame_stack"] = cfg.frame_stack
         if cfg.game_features:  # only then: the envs label their frames (ViZDoom renders a labels buffer)
             env_options["game_features"] = cfg.game_features
         if cfg.teacher != "none":  # the envs advise an action per observation (kickstarting)
@@ -412,7 +414,8 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
                 state = agent.state_dict()
                 if not with_replay:
                     state.pop("replay", None)
-                extra = {"world_size": dist.world_size, **({"rng_ranks": rngs} if rngs else {})}
+                extra = {"world_size": dist.world_size, "frame_stack": envs.frame_stack,
+                         **({"rng_ranks": rngs} if rngs else {})}
                 checkpoints.save(make_payload(
                     cfg.algo, cfg.env, asdict(algo_cfg), asdict(cfg), envs.obs_shape, envs.num_actions,
                     at_step, state, extra=extra,
@@ -578,7 +581,8 @@ def _progress_bar(cfg: RunConfig, start: int, rank: int):
 def _video_recorder(cfg: RunConfig, run_dir: Path):
     from pixelplay.eval.record import PeriodicRecorder
 
-    return PeriodicRecorder(cfg.env, run_dir / "videos", every=cfg.video_every, seed=cfg.seed)
+    return PeriodicRecorder(cfg.env, run_dir / "videos", every=cfg.video_every, seed=cfg.seed,
+                            frame_stack=cfg.frame_stack or None)
 
 
 def main(argv: list[str] | None = None) -> int:

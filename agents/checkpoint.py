@@ -6,6 +6,10 @@ A checkpoint is one dict of tensors and primitives:
 A run directory keeps ``checkpoints/latest.pt`` and the last few ``step_*.pt`` files
 (Sample Factory's scheme: write a temp file, rename it into place, prune the oldest).
 
+Optional keys: ``frame_stack``, the frames per observation the agent was trained with (evaluation
+builds its env with them; a checkpoint without the key was trained with the env's own), and
+``world_size`` / ``rng_ranks`` under torchrun.
+
 A weights-only checkpoint (``python -m pixelplay.eval export``, `weights_only_payload`) is the same
 dict with ``"weights_only": True``, no ``rng`` and no ``run_config``, and ``agent`` holding only the
 networks evaluation needs; it lives as ``agent.pt`` in a folder of its own (the zoo's
@@ -203,6 +207,7 @@ _FIELD_TYPES = (
     ("global_step", "step", "a non-negative integer"),
     ("agent", dict, "a dict of tensors"),
     ("rng", "rng", "a dict of RNG states (torch, numpy, python)"),
+    ("frame_stack", "count", "a positive integer"),
 )
 
 
@@ -289,6 +294,7 @@ def weights_only_payload(checkpoint: dict, weights: dict) -> dict:
         "obs_shape": list(checkpoint["obs_shape"]),
         "num_actions": int(checkpoint["num_actions"]),
         "global_step": int(checkpoint["global_step"]),
+        **({"frame_stack": int(checkpoint["frame_stack"])} if "frame_stack" in checkpoint else {}),
         "agent": {key: {name: tensor.detach().cpu().clone() for name, tensor in value.items()}
                   if isinstance(value, dict) else value for key, value in weights.items()},
     }

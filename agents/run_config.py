@@ -48,6 +48,8 @@ class RunConfig:
     """torch's CPU threads in this process (0: torch's default, one per core). 1 when several trainings share a machine: a pool's every op waits at a barrier for all its threads, and on oversubscribed cores each wait can last a scheduler time slice (bench/cpu_threads.py: two bf16 trainings at once ran 8.9x faster with 1)"""
     env_backend: str = bounded("auto", choices=("auto", "gymnasium", "envpool"))
     """Atari backend: auto (EnvPool when installed), gymnasium or envpool"""
+    frame_stack: int = bounded(0, low=0, high=16)
+    """frames stacked per observation (0: the env's own, 4 for Atari and every Doom scenario); 1 leaves motion to a recurrent core (--memory). Evaluation builds its env with the checkpoint's"""
     bots: int = bounded(0, low=0, high=15)
     """doom-deathmatch: built-in bots to play against (0: the scenario's default)"""
     game_features: tuple[str, ...] = ()

@@ -168,6 +168,8 @@ def _env_options(cfg: TableConfig, policy: PolicySpec | None = None, **extra) ->
     }
     if policy is not None and policy.kind == "human":
         options.update(human_options(cfg))
+    if policy is not None:
+        options.update(policy.env_options())  # a checkpoint's frame stack
     options.update(extra)
     return options
 
@@ -194,7 +196,8 @@ def multiplayer_players(
     """The agent hosting a two-player game on 127.0.0.1:``port`` and the opponent joining it."""
     # The agent hosts (a human or a second program joins): the joining side of a ViZDoom netgame
     # sometimes advances 5-7 tics per 4-tic action, so the agent under test hosts.
-    host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0)
+    host = _env_options(cfg, bots=cfg.mp_bots, players=2, port=port, player_name="agent", colorset=0,
+                        **agent.env_options())
     guest = _env_options(cfg, opponent, join=True, port=port, player_name="opponent", colorset=3)
     return [
         PlayerSpec("agent", agent, TABLE_ENV, seed, host, fault=fault),

@@ -79,6 +79,16 @@ class PolicySpec:
             object.__setattr__(self, "_loaded", loaded)  # a cache, not a field: equality is unchanged
         return loaded
 
+    def env_options(self) -> dict[str, Any]:
+        """What the env must be built with for this player to fit it: a checkpoint's frame stack
+        (train.py's ``--frame-stack``; a checkpoint without one was trained with the env's own,
+        and asks for nothing). Other players take the env as it is."""
+        if self.kind != "checkpoint":
+            return {}
+        _, checkpoint = self.load()
+        frames = checkpoint.get("frame_stack")
+        return {} if frames is None else {"frame_stack": int(frames)}
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state.pop("_loaded", None)

@@ -57,9 +57,10 @@ class NativeEnv:
         noop_max: int = 30,
         resolution: str | None = None,
         lmp: str | None = None,
+        frame_stack: int | None = None,
     ):
         self.env_id = env_id
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {} if frame_stack is None else {"frame_stack": frame_stack}
         # The family decides which options apply; the spec kept is the one of the env played.
         if env_spec(env_id, training=False).family == ATARI:
             if lmp:
@@ -225,7 +226,7 @@ def record_episodes(
     stem = f"{prefix}_{_slug(env_id)}_s{seed}"
     lmp_path = str(out_dir / f"{stem}_ep{{episode}}.lmp") if lmp else None
     native = NativeEnv(env_id, seed, max_frames=max_frames, sticky_actions=sticky_actions, noop_max=noop_max,
-                       resolution=resolution, lmp=lmp_path)
+                       resolution=resolution, lmp=lmp_path, **spec.env_options())
     results = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +261,7 @@ def watch(spec: PolicySpec, env_id: str, out_dir: Path, *, seed: int = 1, episod
         except Exception as error:  # opencv-python-headless has no GUI
             log(f"cannot open a window ({str(error).strip().splitlines()[-1]}); recording instead")
         else:
-            native = NativeEnv(env_id, seed)
+            native = NativeEnv(env_id, seed, **spec.env_options())
             try:
                 policy = build_env_policy(spec, native.spec, native.obs_shape, seed)
                 delay = float(1 / native.fps)
@@ -307,7 +308,7 @@ class PeriodicRecorder:
     """
 
     def __init__(self, env_id: str, out_dir: str | os.PathLike, every: int = 100_000, seed: int = 1,
-                 max_steps: int = 0):
+                 max_steps: int = 0, frame_stack: int | None = None):
         if every < 1:
             raise PixelplayError(f"--video-every must be at least 1, got {every}")
         self.env_id = env_id
@@ -315,6 +316,8 @@ class PeriodicRecorder:
         self.every = every
         self.seed = seed
         self.max_steps = max_steps
+        self.frame_stack = frame_stack
+        """the training agent's frames per observation (None: the env's own)"""
         self._next: int | None = None
         self.recorded: list[Path] = []
 
@@ -330,7 +333,7 @@ class PeriodicRecorder:
         cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         native = None
         try:
-            native = NativeEnv(self.env_id, self.seed + global_step)
+            native = NativeEnv(self.env_id, self.seed + global_step, frame_stack=self.frame_stack)
             max_steps = self.max_steps or native.spec.max_train_steps or 0
             torch.manual_seed(self.seed + global_step)
             play_episode(native, AgentPolicy(agent), path, seed=self.seed + global_step,

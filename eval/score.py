@@ -88,7 +88,8 @@ def play_games(spec: PolicySpec, env_id: str, cfg: ScoreConfig, log=print) -> tu
     num_envs = min(num_envs, cfg.episodes)
     quotas = [cfg.episodes // num_envs + (1 if i < cfg.episodes % num_envs else 0) for i in range(num_envs)]
     family = env_spec(env_id, training=False).family
-    envs = make_vec_env(env_id, num_envs, cfg.seed, cfg.device, training=False, **env_options(family, cfg))
+    envs = make_vec_env(env_id, num_envs, cfg.seed, cfg.device, training=False, **env_options(family, cfg),
+                        **spec.env_options())
     try:
         policy = build_env_policy(spec, envs.spec, envs.obs_shape, cfg.seed)
         games: list[list[dict[str, Any]]] = [[] for _ in range(num_envs)]

@@ -280,6 +280,37 @@ def test_cli_trains_resumes_and_evaluates_a_recurrent_agent(tmp_path, monkeypatc
     assert not (tmp_path / "bad").exists()
 
 
+def test_one_frame_per_observation_from_training_to_every_evaluation(tmp_path, monkeypatch, capsys):
+    """--frame-stack 1 (memory in the core, not in the stack): the run trains on 1-frame
+    observations and records that in its checkpoints, full and weights-only; score, record, the
+    training-time video and both DOOM table seats build their env with the checkpoint's frame
+    stack, while a checkpoint from before the option (the zoo's) asks for nothing."""
+    from pixelplay.eval.doom_table import TableConfig, _env_options, multiplayer_players
+    from pixelplay.eval.policies import PolicySpec, parse_policy
+
+    run = tmp_path / "one-frame"
+    args = ["--env", "doom-basic", "--frame-stack", "1", "--memory", "lstm", "--num-envs", "2", "--num-minibatches",
+            "2", "--num-steps", "8", "--total-steps", "32", "--capture-video", "--run-dir", str(run), "--no-track",
+            "--no-progress"]
+    assert train.main(args) == 0
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["obs_shape"][0] == 1 and checkpoint["frame_stack"] == 1
+    assert list((run / "videos").glob("step_*.mp4")), "the training-time video failed"
+    assert eval_main(["score", str(run), "--episodes", "1", "--out", str(tmp_path / "score")]) == 0
+    assert eval_main(["export", str(run), str(tmp_path / "zoo")]) == 0
+    exported = load_checkpoint(tmp_path / "zoo")
+    assert exported["weights_only"] and exported["frame_stack"] == 1
+    assert eval_main(["record", str(tmp_path / "zoo"), "--out", str(tmp_path / "record")]) == 0
+    assert list((tmp_path / "record").rglob("*.mp4"))
+
+    agent = parse_policy(str(tmp_path / "zoo"))
+    assert _env_options(TableConfig(), agent)["frame_stack"] == 1
+    host, guest = multiplayer_players(TableConfig(), agent, PolicySpec("scripted"), seed=1, port=5100, fault="")
+    assert host.env_options["frame_stack"] == 1 and "frame_stack" not in guest.env_options
+    assert parse_policy("doom-basic-ppo").env_options() == {}  # trained before --frame-stack: the env's own
+    capsys.readouterr()
+
+
 @pytest.mark.slow
 def test_recurrent_ppo_learns_doom_basic(tmp_path):
     run = tmp_path / "lstm-basic"
