@@ -184,8 +184,8 @@ def _policy_logprobs(agent, storage) -> torch.Tensor:
     return logprobs
 
 
-@pytest.mark.parametrize("memory", ["none", "lstm"])
-def test_double_buffered_sampling_overlaps_a_half_and_stays_on_policy(tmp_path, monkeypatch, memory):
+@pytest.mark.parametrize(("algo", "memory"), [("ppo", "none"), ("ppo", "lstm"), ("a2c", "none")])
+def test_double_buffered_sampling_overlaps_a_half_and_stays_on_policy(tmp_path, monkeypatch, algo, memory):
     """--double-buffer: while one half's step is in flight the policy acts for the other half;
     both halves wait for each update, whose rollout holds, env by env, the actions the current
     weights chose (their log-probabilities recomputed step by step match the stored ones: no
@@ -220,7 +220,8 @@ def test_double_buffered_sampling_overlaps_a_half_and_stays_on_policy(tmp_path, 
     monkeypatch.setattr(PPOAgent, "act", act)
     monkeypatch.setattr(PPOAgent, "update", update)
     run_dir = tmp_path / memory
-    args = ["--env", "doom-basic", "--num-envs", "4", "--num-steps", "8", "--num-minibatches", "2",
+    minibatches = ["--num-minibatches", "2"] if algo == "ppo" else []
+    args = ["--algo", algo, "--env", "doom-basic", "--num-envs", "4", "--num-steps", "8", *minibatches,
             "--total-steps", "320", "--memory", memory, "--double-buffer", "--seed", "3", "--no-track",
             "--no-progress", "--run-dir", str(run_dir)]
     assert train.main(args) == 0
