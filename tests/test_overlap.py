@@ -8,14 +8,18 @@ stood before that step's transition, and keep the replay ratio of the sequential
 
 from __future__ import annotations
 
+import csv
 import sys
 
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Categorical
 
 from pixelplay import train
 from pixelplay.agents.dqn import DQNAgent
+from pixelplay.agents.ppo import PPOAgent
+from pixelplay.agents.rollout import RolloutStorage
 from pixelplay.envs import make_vec_env
 from pixelplay.envs.vec import VecEnv
 
@@ -133,8 +137,6 @@ def test_dqn_learns_while_the_envs_step(tmp_path, monkeypatch):
 
 def test_on_policy_agents_never_overlap(tmp_path, monkeypatch):
     """PPO's update needs the rollout's last step: with --overlap it still runs after the step."""
-    from pixelplay.agents.ppo import PPOAgent
-
     events: list[str] = []
     real_update = PPOAgent.update
 
@@ -165,8 +167,6 @@ def _policy_logprobs(agent, storage) -> torch.Tensor:
     """Brute force: the log-probability of each stored action under the agent's current weights,
     env by env and step by step (a recurrent core from the rollout's initial state, zeroed after
     each episode end), written independently of the update's minibatch code."""
-    from torch.distributions import Categorical
-
     num_steps, num_envs = storage.actions.shape
     logprobs = torch.zeros(num_steps, num_envs)
     with torch.no_grad():
@@ -191,8 +191,6 @@ def test_double_buffered_sampling_overlaps_a_half_and_stays_on_policy(tmp_path, 
     weights chose (their log-probabilities recomputed step by step match the stored ones: no
     stale action, no column of one half mixed with the other's), and every env logs its games
     under its own number."""
-    from pixelplay.agents.ppo import PPOAgent
-
     events: list[tuple] = []
     real_act, real_update = PPOAgent.act, PPOAgent.update
     mismatch: list[float] = []
@@ -243,8 +241,6 @@ def test_double_buffered_sampling_overlaps_a_half_and_stays_on_policy(tmp_path, 
     assert len(groups) == 2 and {event[1] for event in events if event[0] == "act"} == {0, 2}
     # Each rollout: 8 steps per half; all but each rollout's first act come while the other half steps.
     assert acted_during_a_step == 10 * (2 * 8 - 1)
-    import csv
-
     with open(run_dir / "episodes.csv") as f:
         envs_seen = {int(row["env"]) for row in csv.DictReader(f)}
     assert envs_seen <= {0, 1, 2, 3} and envs_seen & {2, 3}, envs_seen
@@ -254,8 +250,6 @@ def test_a_rollout_filled_by_halves_equals_one_filled_whole():
     """The same transitions stored two halves at a time (in the order double-buffered sampling
     stores them: half A's step t, then half B's step t) or all envs at once give the same rollout;
     it is full only when both halves are, and a half cannot store past its num_steps."""
-    from pixelplay.agents.rollout import RolloutStorage
-
     num_steps, num_envs, obs_shape = 3, 4, (2, 5, 5)
     generator = torch.Generator().manual_seed(0)
     steps = [
