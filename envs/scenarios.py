@@ -169,7 +169,10 @@ SCENARIOS: dict[str, DoomScenario] = {
         reward_scale=0.01,
     ),
     # Find the vest in a maze: +1 on reaching it, -0.0001 per tic; 2100 tics. Sparse: colour
-    # helps tell the rooms apart. Sample Factory: scale 1.
+    # helps tell the rooms apart. Sample Factory: scale 1. Running held (as a person plays, and as
+    # the deathmatch preset): a step covers twice the ground, and the uniform policy that PPO starts
+    # from reaches the vest about three times as often (13 of 60 games against 4 of 60 walking),
+    # so its first updates see three times the reward.
     "my_way_home": DoomScenario(
         config="my_way_home.cfg",
         actions=(
@@ -182,6 +185,7 @@ SCENARIOS: dict[str, DoomScenario] = {
             ("MOVE_LEFT",),
             ("MOVE_RIGHT",),
         ),
+        held_buttons=("SPEED",),
         grey=False,
     ),
     # Dodge fireballs: +1 per tic alive, ends on death (no cfg timeout). x0.01 as for the other

@@ -504,3 +504,29 @@ def test_an_agent_game_moves_alike_whatever_cl_run_a_config_file_left(tmp_path, 
     assert moved != 0
     assert _moved_after_steps(polluted, monkeypatch) == pytest.approx(moved)
     assert "cl_run=false" in (polluted / "_vizdoom.ini").read_text()
+
+
+def _distance_forward(scenario) -> float:
+    """How far one forward step (4 tics) from the spawn carries the player: one step, as the
+    spawns face walls a few steps away."""
+    import vizdoom
+    env = DoomEnv(scenario, seed=5, training=False)
+    try:
+        env.reset()
+        where = [vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y]
+        start = np.array([env.game.get_game_variable(v) for v in where])
+        env.step(env.action_names.index("MOVE_FORWARD"))
+        return float(np.linalg.norm(np.array([env.game.get_game_variable(v) for v in where]) - start))
+    finally:
+        env.close()
+
+
+def test_my_way_home_runs_covering_twice_the_ground_of_a_walk():
+    # The scenario holds SPEED on every action, so the random first policy reaches the vest about
+    # three times as often; the same game without it walks (Doom's run is twice the walk's speed).
+    running = get_scenario("my_way_home")
+    walking = dataclasses.replace(running, held_buttons=())
+    assert running.held_buttons == ("SPEED",)
+    ran, walked = _distance_forward(running), _distance_forward(walking)
+    assert walked > 5
+    assert ran / walked == pytest.approx(2.0, rel=0.25)
