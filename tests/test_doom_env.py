@@ -478,17 +478,22 @@ def test_workers_run_in_the_callers_directory_and_start_together_in_a_fresh_one(
         assert (fresh / "_vizdoom").is_dir() and (fresh / "_vizdoom.ini").is_file()
 
 
+def _position(env: DoomEnv) -> np.ndarray:
+    """The player's (x, y) on the map, read from the engine."""
+    import vizdoom
+    where = (vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y)
+    return np.array([env.game.get_game_variable(v) for v in where])
+
+
 def _moved_after_steps(directory, monkeypatch) -> float:
     monkeypatch.chdir(directory)
-    import vizdoom
     env = DoomEnv("basic", seed=3)
     try:
         env.reset()
-        where = [vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y]
-        start = [env.game.get_game_variable(v) for v in where]
+        start = _position(env)
         for _ in range(3):
             env.step(env.action_names.index("MOVE_RIGHT"))
-        return sum(abs(env.game.get_game_variable(v) - s) for v, s in zip(where, start, strict=True))
+        return float(np.abs(_position(env) - start).sum())
     finally:
         env.close()
 
@@ -509,14 +514,12 @@ def test_an_agent_game_moves_alike_whatever_cl_run_a_config_file_left(tmp_path, 
 def _distance_forward(scenario) -> float:
     """How far one forward step (4 tics) from the spawn carries the player: one step, as the
     spawns face walls a few steps away."""
-    import vizdoom
     env = DoomEnv(scenario, seed=5, training=False)
     try:
         env.reset()
-        where = [vizdoom.GameVariable.POSITION_X, vizdoom.GameVariable.POSITION_Y]
-        start = np.array([env.game.get_game_variable(v) for v in where])
+        start = _position(env)
         env.step(env.action_names.index("MOVE_FORWARD"))
-        return float(np.linalg.norm(np.array([env.game.get_game_variable(v) for v in where]) - start))
+        return float(np.linalg.norm(_position(env) - start))
     finally:
         env.close()
 
