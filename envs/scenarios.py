@@ -154,9 +154,10 @@ SCENARIOS: dict[str, DoomScenario] = {
         health_reward=0.01,
     ),
     # As health_gathering on a maze-like map with poison vials to avoid. Running held, as on
-    # my_way_home: five steps forward cover ~161 units against ~93 walking, and the uniform policy lives longer (385.9 against
-    # 362.4 walking, eval score --policy random, 20 games, --seed 1000); at 2M steps seed 1 scores
-    # 1432.6 where the walking preset scored 1198.7 (same protocol).
+    # my_way_home: five steps forward cover ~161 units against ~93 walking, and the uniform
+    # policy lives longer (385.9 against 362.4 walking, eval score --policy random, 20 games,
+    # --seed 1000); at 2M steps seed 1 scores 1432.6 where the walking preset scored 1198.7
+    # (same protocol).
     "health_gathering_supreme": DoomScenario(
         config="health_gathering_supreme.cfg",
         actions=_combos((_NONE, ("MOVE_FORWARD",)), _TURN),
