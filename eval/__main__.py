@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play N full games under the standard Atari protocol (all lives, up to 30 no-op starts, "
                     "108,000-frame cap, raw score; sticky actions as chosen) or a ViZDoom scenario's evaluation "
                     "episodes, and report mean, std and median with the human-normalised score and the "
-                    "references of eval/baselines.py. Writes score_<env>.json and .md.",
+                    "references of eval/baselines.py. Writes score_<env>_<N>games_seed<S>[...].json and .md, "
+                    "one pair per protocol (its name adds what else differs from the defaults).",
     )
     _player_flags(score, ScorePlayerOptions)
     add_flags(score, ScoreConfig, "score.", skip=("epsilon", "device", "backend"))

@@ -10,7 +10,7 @@ one. Per run:
   the frames per step named in the label), with the human and published reference scores of
   `eval.baselines` as lines, each labelled with its source (the full sources listed under it);
   several runs overlaid, one panel per env; and Doom's kills and deaths per episode;
-* the Atari or ViZDoom score (``score_<env>.json`` of ``eval score``) beside its references,
+* the Atari or ViZDoom score (``score_<env>_*.json`` of ``eval score``, one per protocol) beside its references,
   and the DOOM table (``doom_table.json`` of ``eval doom-table``) with the paper's human and
   Arnold columns and its K/D mismatch flag, where they were computed in the run directory;
 * a playable ``<video>``: the run's own (``videos/``: an ``eval record`` episode, else the last

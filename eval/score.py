@@ -137,6 +137,7 @@ def score(spec: PolicySpec, env_id: str, cfg: ScoreConfig, policy_info: dict[str
         "created": dt.datetime.now().isoformat(timespec="seconds"),
         "env": env_id,
         "policy": spec.label,
+        "greedy": spec.greedy,
         **(policy_info or {}),
         "config": asdict(cfg),
         "protocol": protocol(env, cfg, policy_info or {}),
@@ -212,8 +213,32 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def file_stem(report: dict[str, Any]) -> str:
+    """``score_<env>_<N>games_seed<S>``, then whatever else of the protocol differs from the defaults.
+
+    One file per protocol: scoring a run again on a larger sample or other seeds keeps the
+    earlier figures beside the new ones, and the same protocol again replaces only its own file.
+    """
+    cfg, defaults = report["config"], ScoreConfig()
+    parts = [f"score_{report['env'].replace('/', '-')}", f"{cfg['episodes']}games", f"seed{cfg['seed']}"]
+    if cfg["num_envs"]:  # the quota of games per env, and so which games are played
+        parts.append(f"{cfg['num_envs']}envs")
+    if cfg["epsilon"] is not None:
+        parts.append(f"eps{cfg['epsilon']:g}")
+    if report.get("greedy"):
+        parts.append("greedy")
+    if cfg["sticky_actions"]:
+        parts.append("sticky")
+    if cfg["noop_max"] != defaults.noop_max:
+        parts.append(f"noop{cfg['noop_max']}")
+    if cfg["max_frames"] != defaults.max_frames:
+        parts.append(f"{cfg['max_frames']}frames")
+    return "_".join(parts)
+
+
 def write_outputs(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    stem = f"score_{report['env'].replace('/', '-')}"
+    """Write the report as JSON and Markdown under `file_stem`'s name in ``out_dir``."""
+    stem = file_stem(report)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     atomic_write_json(json_path, report)
     atomic_write_text(md_path, render_markdown(report))

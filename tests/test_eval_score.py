@@ -18,8 +18,8 @@ SHORT = ["--episodes", "2", "--max-frames", "1000", "--env-backend", "gymnasium"
 
 def test_random_breakout_report_and_normalised_score(tmp_path, capsys):
     assert main(["score", "--policy", "random", "--env", "breakout", *SHORT, "--out", str(tmp_path)]) == 0
-    report = json.loads((tmp_path / "score_breakout.json").read_text())
-    markdown = (tmp_path / "score_breakout.md").read_text()
+    report = json.loads((tmp_path / "score_breakout_2games_seed1_1000frames.json").read_text())
+    markdown = (tmp_path / "score_breakout_2games_seed1_1000frames.md").read_text()
     returns = [g["return"] for g in report["games"]]
     assert len(returns) == 2 and all(g["length"] <= 250 for g in report["games"])
     assert report["score"]["mean"] == pytest.approx(statistics.fmean(returns))
@@ -35,6 +35,22 @@ def test_random_breakout_report_and_normalised_score(tmp_path, capsys):
     assert "Human-normalised score" in capsys.readouterr().out
 
 
+def test_each_protocol_keeps_its_own_file(tmp_path):
+    def run(*flags):
+        assert main(["score", "--policy", "random", "--env", "breakout", *SHORT, "--out", str(tmp_path), *flags]) == 0
+
+    run()
+    first = (tmp_path / "score_breakout_2games_seed1_1000frames.json").read_text()
+    run("--episodes", "3", "--seed", "9", "--num-envs", "1", "--noop-max", "5")
+    run()  # the first protocol again: replaces its own file only
+    names = sorted(p.name for p in tmp_path.glob("score_*.json"))
+    assert names == ["score_breakout_2games_seed1_1000frames.json",
+                     "score_breakout_3games_seed9_1envs_noop5_1000frames.json"]
+    again = json.loads((tmp_path / names[0]).read_text())
+    assert again["games"] == json.loads(first)["games"] and again["created"] >= json.loads(first)["created"]
+    assert json.loads((tmp_path / names[1]).read_text())["score"]["n"] == 3
+
+
 def test_same_seed_same_scores():
     cfg = ScoreConfig(episodes=2, num_envs=2, max_frames=800, backend="gymnasium", seed=3)
     first = score(PolicySpec("random"), "breakout", cfg, log=lambda _: None)
@@ -45,7 +61,7 @@ def test_same_seed_same_scores():
 def test_dqn_checkpoint_with_a_stated_epsilon_and_sticky_actions(tmp_path, save_checkpoint):
     checkpoint = save_checkpoint(tmp_path / "dqn.pt", "dqn", "breakout")
     assert main(["score", str(checkpoint), *SHORT, "--epsilon", "0.5", "--sticky-actions"]) == 0
-    report = json.loads((tmp_path / "score_breakout.json").read_text())
+    report = json.loads((tmp_path / "score_breakout_2games_seed1_eps0.5_sticky_1000frames.json").read_text())
     assert report["config"]["sticky_actions"] is True and report["config"]["epsilon"] == 0.5
     assert any("epsilon = 0.5 (--epsilon)" in line for line in report["protocol"])
     assert any("sticky actions ON" in line for line in report["protocol"])
@@ -90,7 +106,7 @@ def test_greedy_is_refused_for_dqn_and_for_a_built_in_policy(tmp_path, capsys, s
 def test_greedy_ppo_score_says_so_in_its_protocol(tmp_path, save_checkpoint):
     checkpoint = save_checkpoint(tmp_path / "ppo.pt", "ppo", "breakout")
     assert main(["score", str(checkpoint), *SHORT, "--greedy"]) == 0
-    report = json.loads((tmp_path / "score_breakout.json").read_text())
+    report = json.loads((tmp_path / "score_breakout_2games_seed1_greedy_1000frames.json").read_text())
     assert any("most probable action (--greedy" in line for line in report["protocol"])
 
 

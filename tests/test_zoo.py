@@ -144,7 +144,7 @@ def test_score_record_and_watch_play_an_exported_agent(runs, tmp_path, monkeypat
     out = tmp_path / "exported"
     export(runs["dqn"], out)
     assert main(["score", str(out), "--episodes", "2", "--num-envs", "1"]) == 0
-    report = json.loads((out / "score_doom-basic.json").read_text())  # into the exported folder
+    report = json.loads((out / "score_doom-basic_2games_seed1_1envs.json").read_text())  # into the exported folder
     assert report["score"]["n"] == 2 and "agent.pt" in report["policy"]
     assert main(["score", str(out / "agent.pt"), "--episodes", "1", "--epsilon", "0", "--out", str(tmp_path / "s")]) == 0
     assert main(["record", str(out), "--out", str(tmp_path / "r")]) == 0
@@ -236,7 +236,7 @@ def test_score_a_zoo_agent_by_name_writes_outside_the_zoo(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in (ZOO_DIR / "doom-basic-ppo").iterdir())
     assert main(["score", "doom-basic-ppo", "--episodes", "1", "--num-envs", "1"]) == 0
-    assert (tmp_path / "runs" / "zoo_doom-basic-ppo" / "score_doom-basic.json").exists()
+    assert (tmp_path / "runs" / "zoo_doom-basic-ppo" / "score_doom-basic_1games_seed1_1envs.json").exists()
     assert sorted(p.name for p in (ZOO_DIR / "doom-basic-ppo").iterdir()) == before
     assert main(["plot", "doom-basic-ppo"]) == 2
     assert "no episodes.csv" in capsys.readouterr().err
