@@ -126,8 +126,8 @@ class SameFrames(gym.Wrapper):
 
     def __init__(self, env: gym.Env, scenario, seed: int | None = None):
         super().__init__(env)
-        shaping = (scenario.health_reward, scenario.death_reward, scenario.object_reward, scenario.hit_reward,
-                   scenario.damage_reward)
+        shaping = (scenario.health_reward, scenario.health_loss_reward, scenario.death_reward, scenario.object_reward,
+                   scenario.hit_reward, scenario.damage_reward)
         if any(shaping) or scenario.reward_source != "game":
             raise ValueError(f"SameFrames gives the scaled game reward only; '{scenario.config}' shapes it")
         self.scenario, self._seed = scenario, seed

@@ -463,7 +463,8 @@ def step_reward(
     shaping: ``death_reward`` per death and ``object_reward`` per object picked up between the
     DOOM statistics ``before`` and ``after`` the step, and ``health_reward`` per health point
     gained while alive (a respawn's refill starts at health <= 0 and earns nothing; health is None
-    for a scenario that does not track it). ``hits`` and ``damage`` are the rises of HITCOUNT and
+    for a scenario that does not track it), and ``health_loss_reward`` per point lost in a drop of
+    more than ``health_loss_threshold`` points. ``hits`` and ``damage`` are the rises of HITCOUNT and
     DAMAGECOUNT during the step (hits and damage dealt to others), rewarded with ``hit_reward`` and
     ``damage_reward`` up to Sample Factory's caps (5 hits, 200 points per step).
     """
@@ -482,6 +483,10 @@ def step_reward(
         and health_after > health_before
     ):
         reward += scenario.health_reward * (health_after - health_before)
+    if scenario.health_loss_reward and health_before is not None and health_after is not None and health_before > 0:
+        lost = health_before - max(health_after, 0.0)  # a killing blow costs what was left
+        if lost > scenario.health_loss_threshold:
+            reward += scenario.health_loss_reward * lost
     return reward
 
 

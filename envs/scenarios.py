@@ -55,6 +55,14 @@ class DoomScenario:
     """Training reward = reward_scale * scenario reward + shaping."""
     health_reward: float = 0.0
     """Training shaping: reward per health point gained (medikits), not counting respawns."""
+    health_loss_reward: float = 0.0
+    """Training shaping: reward per health point lost in a step that loses more than
+    ``health_loss_threshold`` points (negative: a penalty), e.g. a poison vial, while the acid
+    floor's 8-point ticks stay below the threshold."""
+    health_loss_threshold: float = 10.0
+    """Smallest drop in health (exclusive) that ``health_loss_reward`` counts: Sample Factory's
+    first gathering shaping penalised drops of more than 10 points
+    (envs/doom/wrappers/scenario_wrappers/gathering_reward_shaping.py, commit c3a0322d)."""
     death_reward: float = 0.0
     """Training shaping: reward per death (negative: a penalty), on top of the scenario's own."""
     object_reward: float = 0.0

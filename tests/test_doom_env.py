@@ -71,6 +71,21 @@ def test_training_reward_is_the_scaled_scenario_reward_plus_shaping_worked_by_ha
     assert step_reward(hg, 4.0, training=True, health_before=None, health_after=None, **same) == pytest.approx(0.04)
     assert step_reward(hg, 4.0, training=False, health_before=40.0, health_after=65.0, **same) == 4.0
 
+    # A penalty per point of a drop of more than 10 (a poison vial's 30, with or without the acid's
+    # 8 in the same step): 0.04 - 0.01 * 30 = -0.26 and 0.04 - 0.01 * 38 = -0.34; the acid's 8 alone,
+    # a drop of exactly 10, a respawn's refill and evaluation are not penalised.
+    poison = dataclasses.replace(hg, health_loss_reward=-0.01)
+    assert step_reward(poison, 4.0, training=True, health_before=60.0, health_after=30.0, **same) == pytest.approx(-0.26)
+    assert step_reward(poison, 4.0, training=True, health_before=60.0, health_after=22.0, **same) == pytest.approx(-0.34)
+    assert step_reward(poison, 4.0, training=True, health_before=60.0, health_after=52.0, **same) == pytest.approx(0.04)
+    assert step_reward(poison, 4.0, training=True, health_before=60.0, health_after=50.0, **same) == pytest.approx(0.04)
+    assert step_reward(poison, 4.0, training=True, health_before=-3.0, health_after=100.0, **same) == pytest.approx(0.04)
+    assert step_reward(poison, 4.0, training=False, health_before=60.0, health_after=30.0, **same) == 4.0
+    # A vial that kills costs what was left (20 points, however far below 0 health goes), on top of
+    # the scenario's own -100.
+    assert step_reward(poison, -96.0, training=True, health_before=20.0, health_after=0.0, **same) == pytest.approx(-1.16)
+    assert step_reward(poison, -96.0, training=True, health_before=20.0, health_after=-10.0, **same) == pytest.approx(-1.16)
+
     basic = SCENARIOS["basic"]  # x0.01 and no shaping: a step worth 101 trains on 1.01
     assert step_reward(basic, 101.0, training=True, health_before=100.0, health_after=100.0, **same) == pytest.approx(1.01)
 
