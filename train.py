@@ -457,9 +457,12 @@ def _train(cfg: RunConfig, algo_cfg: Any, resuming: bool, dist: Distributed,
                     # replay as it stood before this transition (the replay ratio is unchanged).
                     trained = agent.update(next_step) if overlap and agent.ready(next_step) else None
                     result = group.envs.step_wait()
-                    agent.observe(group.obs, group.action, result, group.rows)
-                    group.obs, group.action = result.obs, None
-                    global_step = next_step
+                    # One step: the agent's storage and the step count move together, so that a
+                    # checkpoint saved on a stop between them cannot claim a step it did not learn.
+                    with _STOPS.deferred():
+                        agent.observe(group.obs, group.action, result, group.rows)
+                        group.obs, group.action = result.obs, None
+                        global_step = next_step
                     if group.rows.start:  # a group's env numbers, as rows of all the envs
                         for episode in result.episodes:
                             episode["env"] += group.rows.start
@@ -547,18 +550,52 @@ def _check_ranks_agree(dist: Distributed, agent: Any) -> None:
         print(f"weights identical on all {dist.world_size} ranks (hash {hashes[0]})")
 
 
+class _StopSignals:
+    """Ctrl-C, SIGTERM and SIGHUP as exceptions in the training loop, held back inside `deferred`.
+
+    SIGTERM and SIGHUP raise `Stopped` (a KeyboardInterrupt), so that a stop by a scheduler saves
+    a checkpoint exactly as Ctrl-C does. Inside ``deferred()`` a signal is only noted and raised
+    when the block ends: the loop's step (the agent's storage, then the step count) is never left
+    half done by a stop, so the checkpoint the stop saves is labelled with the step it learned
+    from. (Masking the signals would not do: the kernel hands a process's signal to any thread
+    that does not mask it, and torch and the loggers run threads of their own.)"""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending: int | None = None
+
+    def handler(self, signum, frame) -> None:
+        if self.deferring:
+            self.pending = self.pending or signum
+            return
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self.handler(signum, None)
+
+
+_STOPS = _StopSignals()
+
+
 @contextlib.contextmanager
 def _stop_signals_as_interrupts():
-    """SIGTERM and SIGHUP raise `Stopped` (a KeyboardInterrupt) in the loop, so that a stop by a
-    scheduler saves a checkpoint exactly as Ctrl-C does. Restored on the way out."""
-
-    def stop(signum, frame):
-        raise Stopped(signum)
-
+    """Install `_STOPS`' handler for SIGTERM, SIGHUP and Ctrl-C (Ctrl-C only where Python's own
+    handler has it: a shell's background job ignores it, and goes on ignoring it). Restored on the
+    way out."""
     previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
+            continue
         try:
-            previous[signum] = signal.signal(signum, stop)
+            previous[signum] = signal.signal(signum, _STOPS.handler)
         except ValueError:  # not the main thread: leave the signals alone
             pass
     try:

@@ -377,3 +377,30 @@ def test_every_algorithm_follows_the_agent_protocol():
     for name, algo in ALGOS.items():
         agent = algo.agent(make_config(name, {"features_dim": 16}), (4, 68, 68), 3, 2, 100, torch.device("cpu"))
         assert isinstance(agent, Agent), name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_inside_a_step_is_raised_once_the_step_is_done(signum):
+    # The loop's storage and step count move together (a stop between them saved a checkpoint
+    # labelled one env step short of its rollout's): the stop waits for the end of the block.
+    finished = []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in `python train.py`
+    try:
+        _stop_inside_a_step(signum, finished)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_inside_a_step(signum, finished):
+    with train._stop_signals_as_interrupts():
+        with pytest.raises(KeyboardInterrupt) as stop:
+            with train._STOPS.deferred():
+                os.kill(os.getpid(), signum)
+                time.sleep(0.05)
+                finished.append("the step")
+        assert finished == ["the step"]
+        assert isinstance(stop.value, train.Stopped) == (signum != signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):  # outside the block, at once
+            os.kill(os.getpid(), signum)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGTERM) is not train._STOPS.handler
