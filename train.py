@@ -575,10 +575,10 @@ class _StopSignals:
         self.deferring = True
         try:
             yield
-        finally:
+        finally:  # a block that raised leaves no stale stop behind for the next one
             self.deferring = False
-        if self.pending is not None:
             signum, self.pending = self.pending, None
+        if signum is not None:
             self.handler(signum, None)
 
 
