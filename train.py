@@ -622,10 +622,15 @@ def _video_recorder(cfg: RunConfig, run_dir: Path):
                             frame_stack=cfg.frame_stack or None)
 
 
-def main(argv: list[str] | None = None) -> int:
+def exit_status(command: Callable[[], object]) -> int:
+    """Run a command-line job and turn how it ended into the process's exit status.
+
+    Shared by train.py and tune.py: a clear error (bad input, a corrupt checkpoint) prints one
+    line and exits 2; a stop exits as the shell reports a signal's death, 128 + its number (130
+    for Ctrl-C), after the job has saved what it had.
+    """
     try:
-        run_cfg, algo_cfg, other = resolve_config(argv)
-        train(run_cfg, algo_cfg, resuming="resume" in other)
+        command()
     except PixelplayError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -634,3 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    def run() -> None:
+        run_cfg, algo_cfg, other = resolve_config(argv)
+        train(run_cfg, algo_cfg, resuming="resume" in other)
+
+    return exit_status(run)

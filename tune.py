@@ -48,7 +48,7 @@ from pixelplay.agents.config import ConfigError, add_flags, bounded, build, spli
 from pixelplay.agents.run_config import RunConfig, build_parser, resolve_config
 from pixelplay.agents.search_spaces import SEARCH_SPACES, Choice, Range, check_space
 from pixelplay.envs.errors import PixelplayError
-from pixelplay.train import Stopped, train
+from pixelplay.train import exit_status, train
 
 METRIC = "mean raw return of the last 20 training episodes"
 """What a trial's value and its reports measure (train.py's ``mean_recent_return``)."""
@@ -404,17 +404,11 @@ def tune(options: TuneConfig, extras: Sequence[str] = (), pruner=None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def run() -> None:
         options, extras = parse_args(argv)
         tune(options, extras)
-    except PixelplayError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except Stopped as stop:
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":
